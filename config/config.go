@@ -1,0 +1,342 @@
+// Package config reads mailproxy's TOML configuration, checks it strictly,
+// and turns it into providers and listeners. Every error names the file, the
+// line, the key and the offending value, so that a user can fix it without
+// guessing. Built-in presets stand in for a file with `-provider NAME`.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	toml "github.com/pelletier/go-toml/v2"
+
+	"mailproxy/policy"
+)
+
+// File is the TOML document as written.
+type File struct {
+	Log      LogEntry        `toml:"log"`
+	Limits   LimitsEntry     `toml:"limits"`
+	Provider []ProviderEntry `toml:"provider"`
+	Listen   []ListenEntry   `toml:"listen"`
+}
+
+// LogEntry is the [log] table.
+type LogEntry struct {
+	Audit string `toml:"audit"` // "stderr" (default), "stdout" or a file path
+	Level string `toml:"level"` // debug | info (default) | warn | error
+}
+
+// LimitsEntry is the [limits] table. Zero values mean the defaults.
+type LimitsEntry struct {
+	MaxSessions    int    `toml:"max_sessions"`
+	PreauthTimeout string `toml:"preauth_timeout"`
+	IdleTimeout    string `toml:"idle_timeout"`
+	CommandTimeout string `toml:"command_timeout"`
+	MaxLine        int    `toml:"max_line"`
+	MaxLiteral     int    `toml:"max_literal"`
+	MaxMessageSize int64  `toml:"max_message_size"`
+	MaxRecipients  int    `toml:"max_recipients"`
+}
+
+// ProviderEntry is one [[provider]].
+type ProviderEntry struct {
+	Name                  string   `toml:"name"`
+	Hosts                 []string `toml:"hosts"`
+	Domains               []string `toml:"domains"`
+	IMAP                  string   `toml:"imap"`
+	POP3                  string   `toml:"pop3"`
+	SMTP                  string   `toml:"smtp"`
+	CAFile                string   `toml:"ca_file"`
+	Pins                  []string `toml:"pins"`
+	MinTLS                string   `toml:"min_tls"`
+	MaxTLS                string   `toml:"max_tls"`
+	AllowPrivateAddresses bool     `toml:"allow_private_addresses"`
+}
+
+// ListenEntry is one [[listen]].
+type ListenEntry struct {
+	Protocol           string   `toml:"protocol"`
+	Address            string   `toml:"address"`
+	Provider           string   `toml:"provider"`
+	LocalSecurity      string   `toml:"local_security"`
+	AllowClients       []string `toml:"allow_clients"`
+	AllowPlaintextAuth bool     `toml:"allow_plaintext_auth"`
+	MaxSessions        int      `toml:"max_sessions"`
+	LocalCert          string   `toml:"local_cert"`
+	LocalKey           string   `toml:"local_key"`
+}
+
+// known keys of each table, for the unknown-key check.
+var knownKeys = map[string][]string{
+	"":         {"log", "limits", "provider", "listen"},
+	"log":      {"audit", "level"},
+	"limits":   {"max_sessions", "preauth_timeout", "idle_timeout", "command_timeout", "max_line", "max_literal", "max_message_size", "max_recipients"},
+	"provider": {"name", "hosts", "domains", "imap", "pop3", "smtp", "ca_file", "pins", "min_tls", "max_tls", "allow_private_addresses"},
+	"listen":   {"protocol", "address", "provider", "local_security", "allow_clients", "allow_plaintext_auth", "max_sessions", "local_cert", "local_key"},
+}
+
+// LocalSecurity is what the app's side of a listener offers.
+type LocalSecurity string
+
+// The local security modes.
+const (
+	LocalNone     LocalSecurity = "none"     // plaintext (loopback, or a LAN with care)
+	LocalSTARTTLS LocalSecurity = "starttls" // plaintext greeting, STARTTLS/STLS offered
+	LocalTLS      LocalSecurity = "tls"      // TLS from the first byte
+)
+
+// Limits bound what one session may do. The defaults suit a desktop and a
+// small office.
+type Limits struct {
+	MaxSessions    int           // concurrent sessions per listener (default 100)
+	PreauthTimeout time.Duration // from connect to login (default 60s)
+	IdleTimeout    time.Duration // after login, no traffic either way (default 35m, above IMAP's 29-minute IDLE)
+	CommandTimeout time.Duration // SMTP: one reply or one client command (default 5m)
+	MaxLine        int           // one command line before login (default 8 KiB)
+	MaxLiteral     int           // one IMAP literal before login (default 64 KiB)
+	MaxMessageSize int64         // SMTP message size; 0: the provider's SIZE, or 64 MiB
+	MaxRecipients  int           // SMTP recipients per message (default 100)
+}
+
+// DefaultLimits are the limits when the file sets none.
+var DefaultLimits = Limits{
+	MaxSessions:    100,
+	PreauthTimeout: 60 * time.Second,
+	IdleTimeout:    35 * time.Minute,
+	CommandTimeout: 5 * time.Minute,
+	MaxLine:        8 << 10,
+	MaxLiteral:     64 << 10,
+	MaxRecipients:  100,
+}
+
+// Listener is one checked [[listen]] entry.
+type Listener struct {
+	Proto   policy.Proto
+	Address string // host:port, host an IP literal
+	// Provider is the listener's provider, or nil when it routes by the
+	// login's domain ("*").
+	Provider           *policy.Provider
+	LocalSecurity      LocalSecurity
+	AllowClients       []netip.Prefix // empty: loopback only
+	AllowPlaintextAuth bool
+	MaxSessions        int
+	LocalCert          string
+	LocalKey           string
+}
+
+// ProviderName is the listener's provider name, or "*".
+func (l *Listener) ProviderName() string {
+	if l.Provider == nil {
+		return "*"
+	}
+	return l.Provider.Name
+}
+
+// Upstream describes where the listener goes, for listener.start.
+func (l *Listener) Upstream() string {
+	if l.Provider == nil {
+		return "by login domain"
+	}
+	e, _ := l.Provider.Endpoint(l.Proto)
+	return e.String()
+}
+
+// Loopback reports whether the listener binds only a loopback address.
+func (l *Listener) Loopback() bool {
+	host, _, _ := net.SplitHostPort(l.Address)
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
+}
+
+// Config is a checked configuration.
+type Config struct {
+	// Path is the file it came from; empty for a preset.
+	Path      string
+	AuditPath string // "stderr", "stdout" or a file
+	Level     slog.Level
+	Limits    Limits
+	Providers []*policy.Provider
+	Listeners []*Listener
+}
+
+// Error is one problem in a configuration file.
+type Error struct {
+	File string
+	Line int    // 0 when the problem has no single line
+	Key  string // e.g. `min_tls (provider "example")`
+	Msg  string
+	// Err is a policy refusal behind the problem, if any (an endpoint
+	// outside its provider's hosts); the caller audits it.
+	Err error
+}
+
+func (e *Error) Error() string {
+	loc := e.File
+	if e.Line > 0 {
+		loc += ":" + strconv.Itoa(e.Line)
+	}
+	if e.Key == "" {
+		return loc + ": " + e.Msg
+	}
+	return loc + ": " + e.Key + ": " + e.Msg
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Errors is every problem found in one file.
+type Errors []*Error
+
+func (es Errors) Error() string {
+	var b strings.Builder
+	for i, e := range es {
+		if i > 0 {
+			b.WriteByte('\n')
+		}
+		b.WriteString(e.Error())
+	}
+	return b.String()
+}
+
+// Unwrap lets errors.As find a *policy.Denied behind any of them.
+func (es Errors) Unwrap() []error {
+	out := make([]error, len(es))
+	for i, e := range es {
+		out[i] = e
+	}
+	return out
+}
+
+// DefaultPaths are the files tried when no -config is given.
+func DefaultPaths() []string {
+	var paths []string
+	if d := os.Getenv("XDG_CONFIG_HOME"); d != "" {
+		paths = append(paths, filepath.Join(d, "mailproxy", "mailproxy.toml"))
+	} else if h, err := os.UserHomeDir(); err == nil {
+		paths = append(paths, filepath.Join(h, ".config", "mailproxy", "mailproxy.toml"))
+	}
+	return append(paths, "/etc/mailproxy/mailproxy.toml")
+}
+
+// Load reads and checks a configuration file.
+func Load(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return Parse(path, b)
+}
+
+// Parse checks a configuration document; name is used in messages and to
+// resolve relative paths.
+func Parse(name string, data []byte) (*Config, error) {
+	d, errs := index(name, data)
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	var f File
+	if err := toml.Unmarshal(data, &f); err != nil {
+		return nil, d.decodeError(err)
+	}
+	c, errs := d.build(&f)
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	c.Path = name
+	return c, nil
+}
+
+// Preset returns the configuration of a built-in provider: its endpoints
+// behind the default listeners on 127.0.0.1.
+func Preset(name string) (*Config, error) {
+	for _, p := range presets {
+		if p.Name != name {
+			continue
+		}
+		d := &doc{file: "preset " + name, lines: map[string]int{}}
+		f := &File{Provider: []ProviderEntry{p}}
+		for _, proto := range policy.Protos {
+			if p.endpoint(proto) != "" {
+				f.Listen = append(f.Listen, ListenEntry{Protocol: string(proto), Address: DefaultListeners[string(proto)], Provider: name})
+			}
+		}
+		c, errs := d.build(f)
+		if len(errs) > 0 {
+			return nil, errs
+		}
+		return c, nil
+	}
+	return nil, fmt.Errorf("no built-in provider %q (known: %s)", name, strings.Join(PresetNames(), ", "))
+}
+
+func (p *ProviderEntry) endpoint(proto policy.Proto) string {
+	switch proto {
+	case policy.IMAP:
+		return p.IMAP
+	case policy.POP3:
+		return p.POP3
+	case policy.SMTP:
+		return p.SMTP
+	}
+	return ""
+}
+
+// Provider returns the provider named name, or nil.
+func (c *Config) Provider(name string) *policy.Provider {
+	for _, p := range c.Providers {
+		if p.Name == name {
+			return p
+		}
+	}
+	return nil
+}
+
+// WithProvider narrows c to the provider named name (from the file or a
+// preset): for `run -provider NAME -config FILE` and `check`.
+func (c *Config) WithProvider(name string) (*Config, error) {
+	if p := c.Provider(name); p != nil {
+		out := *c
+		out.Listeners = slices.DeleteFunc(slices.Clone(c.Listeners), func(l *Listener) bool { return l.Provider != p })
+		return &out, nil
+	}
+	pc, err := Preset(name)
+	if err != nil {
+		return nil, err
+	}
+	out := *c
+	out.Providers = pc.Providers
+	out.Listeners = pc.Listeners
+	return &out, nil
+}
+
+// decodeError turns a TOML syntax or type error into an *Error.
+func (d *doc) decodeError(err error) error {
+	var de *toml.DecodeError
+	if errors.As(err, &de) {
+		row, _ := de.Position()
+		msg := de.Error()
+		msg = strings.TrimPrefix(msg, "toml: ")
+		return Errors{{File: d.file, Line: row, Key: strings.Join(de.Key(), "."), Msg: msg}}
+	}
+	return Errors{{File: d.file, Msg: err.Error()}}
+}
+
+func parseDuration(s string, def time.Duration) (time.Duration, error) {
+	if s == "" {
+		return def, nil
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil || v <= 0 {
+		return 0, fmt.Errorf("%q is not a positive duration like \"60s\" or \"30m\"", s)
+	}
+	return v, nil
+}

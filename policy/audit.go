@@ -1,0 +1,212 @@
+package policy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+)
+
+// The audit event names (the `msg` of each JSON line).
+const (
+	EventListenerStart   = "listener.start"
+	EventSessionStart    = "session.start"
+	EventUpstreamConnect = "upstream.connect"
+	EventUpstreamTLS     = "upstream.tls"
+	EventAuth            = "auth"
+	EventDenied          = "policy.denied"
+	EventSessionEnd      = "session.end"
+	EventConfigReload    = "config.reload"
+)
+
+// Audit writes the audit trail: one JSON object a line, as log/slog's
+// JSONHandler writes them. Each event is a single Write on the underlying
+// writer, so an *os.File sees every event as soon as it happens.
+//
+// The methods take host names, addresses, user names, TLS facts and counts.
+// None takes a credential or message content, and none accepts free-form
+// attributes, so neither can reach the log.
+type Audit struct {
+	log *slog.Logger
+}
+
+// NewAudit returns an Audit writing JSON lines to w at level and above.
+func NewAudit(w io.Writer, level slog.Level) *Audit {
+	return &Audit{log: slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))}
+}
+
+// Discard is an Audit that writes nothing.
+func Discard() *Audit { return NewAudit(io.Discard, slog.LevelError+1) }
+
+// ParseLevel parses "debug", "info", "warn" or "error".
+func ParseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	err := l.UnmarshalText([]byte(s))
+	return l, err
+}
+
+// ListenerStart records a listener that is up.
+func (a *Audit) ListenerStart(address string, proto Proto, provider, upstream string) {
+	a.log.Info(EventListenerStart, "address", address, "proto", string(proto), "provider", provider, "upstream", upstream)
+}
+
+// Denied records a refusal outside any connection (configuration time).
+// It does nothing unless err is or wraps a *Denied.
+func (a *Audit) Denied(err error) {
+	writeDenied(a.log, err)
+}
+
+// ConfigReload records the outcome of re-reading the configuration.
+func (a *Audit) ConfigReload(path string, err error) {
+	if err != nil {
+		a.log.Error(EventConfigReload, "file", path, "result", "refused", "error", err.Error())
+		return
+	}
+	a.log.Info(EventConfigReload, "file", path, "result", "ok")
+}
+
+// Session returns the audit trail of one connection: every event it writes
+// carries conn and proto.
+func (a *Audit) Session(conn string, proto Proto) *SessionAudit {
+	return &SessionAudit{log: a.log.With("conn", conn, "proto", string(proto))}
+}
+
+// SessionAudit writes the events of one connection.
+type SessionAudit struct {
+	log *slog.Logger
+}
+
+// Start records a client that connected.
+func (s *SessionAudit) Start(client string) {
+	s.log.Info(EventSessionStart, "client", client)
+}
+
+// UpstreamConnect records a TCP connection to the provider.
+func (s *SessionAudit) UpstreamConnect(host, addr string) {
+	s.log.Info(EventUpstreamConnect, "host", host, "addr", addr)
+}
+
+// TLSFacts are the checked facts of an accepted upstream handshake.
+type TLSFacts struct {
+	Host        string
+	Version     uint16
+	CipherSuite uint16
+	Group       tls.CurveID
+	Verified    bool
+	// SPKISHA256 is the base64 SHA-256 of the leaf's SubjectPublicKeyInfo.
+	SPKISHA256 string
+	// Pinned is true when the provider has pins and one matched.
+	Pinned bool
+	// Legacy is true when the version is below TLS 1.2, which only a
+	// provider with min_tls below "1.2" can negotiate.
+	Legacy bool
+}
+
+// GroupName spells a key exchange group as Go does ("X25519MLKEM768").
+func GroupName(g tls.CurveID) string {
+	if g == 0 {
+		return "none"
+	}
+	return g.String()
+}
+
+// UpstreamTLS records an accepted handshake. A legacy version (below
+// TLS 1.2) is written at warning level with a `warning` field, every time.
+func (s *SessionAudit) UpstreamTLS(f TLSFacts) {
+	pin := "none"
+	if f.Pinned {
+		pin = "ok"
+	}
+	attrs := []any{
+		"host", f.Host,
+		"tls_version", TLSVersionName(f.Version),
+		"cipher", tls.CipherSuiteName(f.CipherSuite),
+		"group", GroupName(f.Group),
+		"verified", f.Verified,
+		"spki_sha256", f.SPKISHA256,
+		"pin", pin,
+	}
+	if f.Legacy {
+		attrs = append(attrs, "warning", "legacy TLS version allowed by this provider's min_tls")
+		s.log.Warn(EventUpstreamTLS, attrs...)
+		return
+	}
+	s.log.Info(EventUpstreamTLS, attrs...)
+}
+
+// Auth records a login result. user is the login name as the app gave it.
+func (s *SessionAudit) Auth(user string, ok bool) {
+	result := "fail"
+	if ok {
+		result = "ok"
+	}
+	s.log.Info(EventAuth, "user", user, "result", result)
+}
+
+// Denied records a refusal. It does nothing unless err is or wraps a
+// *Denied, and returns whether it wrote an event.
+func (s *SessionAudit) Denied(err error) bool {
+	return writeDenied(s.log, err)
+}
+
+func writeDenied(l *slog.Logger, err error) bool {
+	var d *Denied
+	if !errors.As(err, &d) {
+		return false
+	}
+	attrs := []any{"reason", string(d.Reason)}
+	if d.Host != "" {
+		attrs = append(attrs, "host", d.Host)
+	}
+	attrs = append(attrs, "detail", d.Detail)
+	l.Log(context.Background(), slog.LevelWarn, EventDenied, attrs...)
+	return true
+}
+
+// SessionStats are the counts written at the end of a session.
+type SessionStats struct {
+	BytesUp   int64 // from the app towards the provider
+	BytesDown int64 // from the provider towards the app
+	Duration  time.Duration
+	// Mail is counted by the SMTP relay; nil for IMAP and POP3.
+	Mail *MailCounts
+	// Err is why the session ended, if not by an orderly close.
+	Err error
+}
+
+// MailCounts are what an SMTP session submitted: messages the provider
+// accepted, and the recipients it accepted for them.
+type MailCounts struct {
+	Messages, Recipients int
+}
+
+// End records the end of a session.
+func (s *SessionAudit) End(st SessionStats) {
+	attrs := []any{
+		"bytes_up", st.BytesUp,
+		"bytes_down", st.BytesDown,
+		"duration_ms", st.Duration.Milliseconds(),
+	}
+	if st.Mail != nil {
+		attrs = append(attrs, "messages", st.Mail.Messages, "recipients", st.Mail.Recipients)
+	}
+	if st.Err != nil {
+		attrs = append(attrs, "error", oneLine(st.Err.Error()))
+	}
+	s.log.Info(EventSessionEnd, attrs...)
+}
+
+func oneLine(s string) string {
+	if len(s) > 300 {
+		s = s[:300] + "..."
+	}
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s)
+}

@@ -1,0 +1,64 @@
+package policy
+
+import "fmt"
+
+// Reason is the one-word cause of a refusal, as written in the `reason` field
+// of a `policy.denied` audit event. A Reason is also an error, so that
+// errors.Is(err, policy.ReasonCipher) tells what kind of refusal err is.
+type Reason string
+
+// The reasons, one for each kind of refusal (DESIGN.md, audit contract).
+const (
+	// ReasonNonProviderHost: a host or login domain outside the provider's
+	// allowlist, or a login no provider serves.
+	ReasonNonProviderHost Reason = "non_provider_host"
+	// ReasonPrivateAddress: a provider name resolved to a loopback, private,
+	// link-local or otherwise non-public address.
+	ReasonPrivateAddress Reason = "private_address"
+	// ReasonTLSVersion: the server's TLS version is outside the window.
+	ReasonTLSVersion Reason = "tls_version"
+	// ReasonCipher: no ECDHE suite in common, or a suite or key exchange the
+	// policy does not allow.
+	ReasonCipher Reason = "cipher"
+	// ReasonCertificate: the chain or host name did not verify.
+	ReasonCertificate Reason = "certificate"
+	// ReasonPin: the certificate's key matches none of the configured pins.
+	ReasonPin Reason = "pin"
+	// ReasonSTARTTLS: STARTTLS missing, refused, or abused (bytes injected
+	// after the reply, IMAP PREAUTH on a STARTTLS port).
+	ReasonSTARTTLS Reason = "starttls"
+	// ReasonHandshake: a TLS failure that none of the reasons above names.
+	ReasonHandshake Reason = "handshake"
+	// ReasonRemoteClient: a client connected from outside allow_clients.
+	ReasonRemoteClient Reason = "remote_client"
+	// ReasonLimit: a size, count or time limit was reached.
+	ReasonLimit Reason = "limit"
+)
+
+func (r Reason) Error() string { return string(r) }
+
+// Denied is a refusal by the policy. It unwraps to its Reason, so
+// errors.Is(err, ReasonPin) works through any wrapping.
+type Denied struct {
+	Reason Reason
+	// Host is the host, domain or address the refusal is about, if any.
+	Host string
+	// Detail says what happened in words a user can act on. It is built by
+	// mailproxy from facts it checked, never from credentials or message
+	// content.
+	Detail string
+}
+
+// Deny returns a *Denied for reason about host, with a formatted detail.
+func Deny(reason Reason, host, format string, args ...any) *Denied {
+	return &Denied{Reason: reason, Host: host, Detail: fmt.Sprintf(format, args...)}
+}
+
+func (d *Denied) Error() string {
+	if d.Host != "" {
+		return fmt.Sprintf("refused (%s) for %s: %s", d.Reason, d.Host, d.Detail)
+	}
+	return fmt.Sprintf("refused (%s): %s", d.Reason, d.Detail)
+}
+
+func (d *Denied) Unwrap() error { return d.Reason }
