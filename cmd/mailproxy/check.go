@@ -1,0 +1,174 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"time"
+
+	"mailproxy/config"
+	"mailproxy/policy"
+	"mailproxy/tlsconf"
+)
+
+// checkResult is one endpoint's verdict, as printed.
+type checkResult struct {
+	Endpoint   string `json:"endpoint"`
+	OK         bool   `json:"ok"`
+	TLSVersion string `json:"tls_version,omitempty"`
+	Cipher     string `json:"cipher,omitempty"`
+	Group      string `json:"group,omitempty"`
+	Subject    string `json:"subject,omitempty"`
+	Issuer     string `json:"issuer,omitempty"`
+	Expires    string `json:"expires,omitempty"`
+	Pin        string `json:"pin,omitempty"`
+	Reason     string `json:"reason,omitempty"`
+	Detail     string `json:"detail,omitempty"`
+	Error      string `json:"error,omitempty"`
+}
+
+type checkTarget struct {
+	provider *policy.Provider
+	endpoint policy.Endpoint
+}
+
+func checkCmd(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("check", stderr)
+	path := fs.String("config", "", "configuration file")
+	provider := fs.String("provider", "", "check this provider's endpoints (built-in or from the file)")
+	asJSON := fs.Bool("json", false, "print one JSON object per endpoint")
+	implicit := fs.Bool("tls", false, "HOST:PORT arguments speak TLS from the first byte (the default)")
+	starttls := fs.Bool("starttls", false, "HOST:PORT arguments need STARTTLS (give -proto)")
+	proto := fs.String("proto", "imap", "protocol of HOST:PORT arguments for -starttls: imap, pop3 or smtp")
+	timeout := fs.Duration("timeout", 15*time.Second, "time allowed per endpoint")
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	if !checkEnvironment(stderr) {
+		return exitUsage
+	}
+	if *implicit && *starttls {
+		fmt.Fprintln(stderr, "mailproxy check: -tls and -starttls exclude each other")
+		return exitUsage
+	}
+	p, err := policy.ParseProto(*proto)
+	if err != nil {
+		fmt.Fprintln(stderr, "mailproxy check:", err)
+		return exitUsage
+	}
+
+	var c *config.Config
+	if *path != "" || *provider != "" || fs.NArg() == 0 {
+		c, err = loadConfig(*path, *provider)
+		if err != nil {
+			reportConfigError(err, stderr)
+			return exitUsage
+		}
+	}
+	var targets []checkTarget
+	if fs.NArg() > 0 {
+		sec := policy.ImplicitTLS
+		if *starttls {
+			sec = policy.STARTTLS
+		}
+		for _, hp := range fs.Args() {
+			t, err := adHocTarget(c, hp, p, sec)
+			if err != nil {
+				fmt.Fprintln(stderr, "mailproxy check:", err)
+				return exitUsage
+			}
+			targets = append(targets, t)
+		}
+	} else {
+		for _, pr := range c.Providers {
+			for _, proto := range policy.Protos {
+				if ep, ok := pr.Endpoint(proto); ok {
+					targets = append(targets, checkTarget{pr, ep})
+				}
+			}
+		}
+	}
+
+	d := &tlsconf.Dialer{Timeout: *timeout}
+	code := exitOK
+	enc := json.NewEncoder(stdout)
+	for _, t := range targets {
+		r := checkOne(d, t)
+		if !r.OK {
+			code = exitFailure
+		}
+		if *asJSON {
+			enc.Encode(r)
+		} else {
+			printCheck(stdout, r)
+		}
+	}
+	return code
+}
+
+// adHocTarget makes a target of a HOST:PORT argument: under the policy of a
+// configured provider whose hosts list it, else under the default policy.
+func adHocTarget(c *config.Config, hp string, proto policy.Proto, sec policy.Security) (checkTarget, error) {
+	host, port, err := net.SplitHostPort(hp)
+	if err != nil {
+		return checkTarget{}, fmt.Errorf("%q is not HOST:PORT", hp)
+	}
+	n, err := strconv.ParseUint(port, 10, 16)
+	if err != nil || n == 0 {
+		return checkTarget{}, fmt.Errorf("%q: bad port", hp)
+	}
+	ep := policy.Endpoint{Proto: proto, Security: sec, Host: policy.NormalizeHost(host), Port: uint16(n)}
+	if c != nil {
+		for _, p := range c.Providers {
+			if p.Allows(ep.Host) {
+				return checkTarget{p, ep}, nil
+			}
+		}
+	}
+	return checkTarget{&policy.Provider{Name: ep.Host, Hosts: []string{ep.Host}}, ep}, nil
+}
+
+func checkOne(d *tlsconf.Dialer, t checkTarget) checkResult {
+	r := checkResult{Endpoint: t.endpoint.String()}
+	up, err := d.Dial(context.Background(), t.provider, t.endpoint, nil)
+	if err != nil {
+		var den *policy.Denied
+		if errors.As(err, &den) {
+			r.Reason, r.Detail = string(den.Reason), den.Detail
+		} else {
+			r.Error = err.Error()
+		}
+		return r
+	}
+	defer up.Close()
+	cs := up.ConnectionState()
+	leaf := cs.PeerCertificates[0]
+	r.OK = true
+	r.TLSVersion = policy.TLSVersionName(cs.Version)
+	r.Cipher = tls.CipherSuiteName(cs.CipherSuite)
+	r.Group = policy.GroupName(cs.CurveID)
+	r.Subject = leaf.Subject.String()
+	r.Issuer = leaf.Issuer.String()
+	r.Expires = leaf.NotAfter.UTC().Format(time.RFC3339)
+	r.Pin = tlsconf.FormatPin(tlsconf.SPKIHash(leaf))
+	return r
+}
+
+func printCheck(w io.Writer, r checkResult) {
+	if !r.OK {
+		if r.Reason != "" {
+			fmt.Fprintf(w, "%s  FAIL  reason=%s\n  detail       %s\n", r.Endpoint, r.Reason, r.Detail)
+		} else {
+			fmt.Fprintf(w, "%s  FAIL  error\n  error        %s\n", r.Endpoint, r.Error)
+		}
+		return
+	}
+	fmt.Fprintf(w, "%s  PASS\n", r.Endpoint)
+	fmt.Fprintf(w, "  tls_version  %s\n  cipher       %s\n  group        %s\n", r.TLSVersion, r.Cipher, r.Group)
+	fmt.Fprintf(w, "  subject      %s\n  issuer       %s\n  expires      %s\n  pin          %s\n", r.Subject, r.Issuer, r.Expires, r.Pin)
+}

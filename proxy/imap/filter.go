@@ -1,0 +1,110 @@
+package imap
+
+import (
+	"bytes"
+	"strings"
+
+	"mailproxy/policy"
+)
+
+// The login reply is the only provider text mailproxy edits, and only in
+// two ways: a REFERRAL response code (RFC 2221) is removed, because an app
+// that followed it would connect somewhere without mailproxy; and "ID" is
+// removed from capability lists, so that the app does not send its ID
+// fields to the provider after login (mailproxy answers ID before login).
+
+// filterStatus edits the text of a status response ("OK [CODE ...] text").
+func (f *session) filterStatus(text string) string {
+	status, rest, _ := strings.Cut(text, " ")
+	if !strings.HasPrefix(rest, "[") {
+		return text
+	}
+	end := strings.IndexByte(rest, ']')
+	if end < 0 {
+		return text
+	}
+	code, after := rest[1:end], strings.TrimPrefix(rest[end+1:], " ")
+	name, args, _ := strings.Cut(code, " ")
+	switch strings.ToUpper(name) {
+	case "REFERRAL":
+		f.referral(args)
+		if after == "" {
+			after = "Login referral removed by mailproxy"
+		}
+		return status + " " + after
+	case "CAPABILITY":
+		return status + " [" + name + " " + withoutID(args) + "]" + strings.TrimSuffix(" "+after, " ")
+	}
+	return text
+}
+
+// filterUntagged edits untagged responses line by line; lines that carry a
+// literal, and what follows them, are left alone.
+func (f *session) filterUntagged(raw []byte) string {
+	var out bytes.Buffer
+	for len(raw) > 0 {
+		line, rest, found := bytes.Cut(raw, []byte("\r\n"))
+		if _, lit := trailingLiteral(string(line)); lit || !found {
+			out.Write(raw)
+			break
+		}
+		s := string(line)
+		up := strings.ToUpper(s)
+		switch {
+		case strings.HasPrefix(up, "* CAPABILITY "):
+			s = s[:len("* CAPABILITY ")] + withoutID(s[len("* CAPABILITY "):])
+		case strings.HasPrefix(up, "* OK ["), strings.HasPrefix(up, "* NO ["), strings.HasPrefix(up, "* BAD ["):
+			s = "* " + f.filterStatus(s[2:])
+		}
+		out.WriteString(s + "\r\n")
+		raw = rest
+	}
+	return out.String()
+}
+
+func withoutID(caps string) string {
+	var keep []string
+	for _, c := range strings.Fields(caps) {
+		if !strings.EqualFold(c, "ID") {
+			keep = append(keep, c)
+		}
+	}
+	return strings.Join(keep, " ")
+}
+
+// referral audits a REFERRAL that points outside the provider's hosts.
+func (f *session) referral(urls string) {
+	for _, u := range strings.Fields(urls) {
+		host := referralHost(u)
+		if host != "" && f.up != nil && f.up.route.Provider.Allows(host) {
+			continue
+		}
+		f.s.Deny(policy.ReasonNonProviderHost, host,
+			"the provider referred the login to %s, outside provider %q's hosts; the referral was removed", clipProvider(u), f.up.route.Provider.Name)
+	}
+}
+
+// referralHost extracts the host of an IMAP URL (RFC 5092):
+// imap://[user[;AUTH=mech]@]host[:port][/...].
+func referralHost(u string) string {
+	rest, ok := strings.CutPrefix(strings.ToLower(u), "imap://")
+	if !ok {
+		return ""
+	}
+	if i := strings.IndexByte(rest, '/'); i >= 0 {
+		rest = rest[:i]
+	}
+	if i := strings.LastIndexByte(rest, '@'); i >= 0 {
+		rest = rest[i+1:]
+	}
+	if strings.HasPrefix(rest, "[") {
+		if i := strings.IndexByte(rest, ']'); i > 0 {
+			return policy.NormalizeHost(rest[1:i])
+		}
+		return ""
+	}
+	if i := strings.IndexByte(rest, ':'); i >= 0 {
+		rest = rest[:i]
+	}
+	return policy.NormalizeHost(rest)
+}

@@ -1,0 +1,275 @@
+// Package imap is mailproxy's IMAP front. It handles the app's
+// pre-authentication dialogue itself (CAPABILITY, NOOP, LOGOUT, ID, STARTTLS,
+// LOGIN, AUTHENTICATE PLAIN and LOGIN), logs in at the provider with the
+// same credentials over policed TLS, relays the provider's answer under the
+// app's own tag, and then splices the two byte streams without parsing them,
+// so that every extension the provider has works end to end.
+//
+// It never forwards the app's ID fields, never forwards text the provider
+// sent before TLS, and never passes on a login REFERRAL.
+package imap
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"time"
+
+	"mailproxy/config"
+	"mailproxy/policy"
+	"mailproxy/proxy"
+)
+
+// Front serves IMAP sessions. The zero value is ready to use.
+type Front struct{}
+
+var _ proxy.Front = Front{}
+
+// Refuse turns an app away before its session starts.
+func (Front) Refuse(w io.Writer, _ policy.Reason, text string) {
+	fmt.Fprintf(w, "* BYE [UNAVAILABLE] %s\r\n", text)
+}
+
+// session is one IMAP session until the relay takes over.
+type session struct {
+	s  *proxy.Session
+	br *bufio.Reader
+	cr *commandReader
+	up *upstream
+}
+
+func (f *session) client() net.Conn { return f.s.Client }
+
+func (f *session) reset() {
+	f.br = bufio.NewReaderSize(f.s.Client, 4096)
+	f.cr = &commandReader{br: f.br, w: f.s.Client, maxLine: f.s.Settings.Limits.MaxLine, maxLiteral: f.s.Settings.Limits.MaxLiteral}
+}
+
+// writeTimeout bounds one write to the app before login.
+const writeTimeout = 30 * time.Second
+
+func (f *session) write(format string, args ...any) error {
+	f.s.Client.SetWriteDeadline(time.Now().Add(writeTimeout))
+	_, err := fmt.Fprintf(f.s.Client, format, args...)
+	return err
+}
+
+// Serve runs one session.
+func (Front) Serve(ctx context.Context, s *proxy.Session) error {
+	f := &session{s: s}
+	if s.Settings.Listener.LocalSecurity == config.LocalTLS {
+		if err := s.StartLocalTLS(nil); err != nil {
+			return err
+		}
+	}
+	f.reset()
+	s.Client.SetReadDeadline(s.PreauthDeadline())
+
+	// With a fixed provider, connect before greeting the app, so that an
+	// unreachable or refused provider is a clear BYE rather than a hang.
+	if route, ok := s.FixedRoute(); ok {
+		up, err := connect(ctx, s, route)
+		if err != nil {
+			f.write("* BYE [UNAVAILABLE] %s\r\n", explain(err))
+			return err
+		}
+		f.up = up
+	}
+	if err := f.write("* OK [CAPABILITY %s] mailproxy ready\r\n", f.capabilities()); err != nil {
+		return err
+	}
+	for {
+		c, err := f.cr.read()
+		if err != nil {
+			var se *errSyntax
+			switch {
+			case errors.As(err, &se):
+				if err := f.write("%s BAD %s\r\n", se.tag, se.msg); err != nil {
+					return err
+				}
+				continue
+			case errors.Is(err, errTooBig):
+				return f.limit("a command line or literal before login is over the limit (max_line %d, max_literal %d bytes)",
+					s.Settings.Limits.MaxLine, s.Settings.Limits.MaxLiteral)
+			}
+			return f.readError(err)
+		}
+		done, err := f.handle(ctx, c)
+		if done || err != nil {
+			return err
+		}
+	}
+}
+
+// readError ends the session after a failed read from the app.
+func (f *session) readError(err error) error {
+	switch {
+	case proxy.IsTimeout(err):
+		f.write("* BYE Autologout: no login within %v\r\n", f.s.Settings.Limits.PreauthTimeout)
+		f.s.Deny(policy.ReasonLimit, "", "the app did not log in within preauth_timeout (%v)", f.s.Settings.Limits.PreauthTimeout)
+		return proxy.ErrPreauthTimeout
+	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
+		return nil
+	}
+	return err
+}
+
+// limit ends the session for a limit, auditing it.
+func (f *session) limit(format string, args ...any) error {
+	f.write("* BYE [LIMIT] Command too long\r\n")
+	return f.s.Deny(policy.ReasonLimit, "", format, args...)
+}
+
+// handle runs one pre-login command; done means the session is over (the
+// app logged out, or logged in and the relay has ended).
+func (f *session) handle(ctx context.Context, c *command) (done bool, err error) {
+	switch c.name {
+	case "CAPABILITY":
+		return false, f.write("* CAPABILITY %s\r\n%s OK CAPABILITY completed\r\n", f.capabilities(), c.tag)
+	case "NOOP":
+		return false, f.write("%s OK NOOP completed\r\n", c.tag)
+	case "LOGOUT":
+		f.write("* BYE mailproxy logging out\r\n%s OK LOGOUT completed\r\n", c.tag)
+		if f.up != nil {
+			f.up.send(f.up.tag() + " LOGOUT")
+		}
+		return true, nil
+	case "ID":
+		// Answered here: the app's ID fields would tell the provider which
+		// program and computer the user has (RFC 2971 allows NIL).
+		return false, f.write("* ID NIL\r\n%s OK ID completed\r\n", c.tag)
+	case "STARTTLS":
+		if !f.s.OffersSTARTTLS() {
+			return false, f.write("%s BAD STARTTLS is not offered on this listener\r\n", c.tag)
+		}
+		if err := f.write("%s OK Begin TLS negotiation now\r\n", c.tag); err != nil {
+			return true, err
+		}
+		if err := f.s.StartLocalTLS(f.br); err != nil {
+			return true, err
+		}
+		f.reset()
+		f.s.Client.SetReadDeadline(f.s.PreauthDeadline())
+		return false, nil
+	case "LOGIN":
+		if len(c.args) != 2 {
+			return false, f.write("%s BAD LOGIN takes a user name and a password\r\n", c.tag)
+		}
+		user, ok1 := c.args[0].astring()
+		pass, ok2 := c.args[1].astring()
+		if !ok1 || !ok2 {
+			return false, f.write("%s BAD LOGIN takes a user name and a password\r\n", c.tag)
+		}
+		return f.login(ctx, c.tag, proxy.Credentials{Username: user, Password: proxy.NewSecret(pass)})
+	case "AUTHENTICATE":
+		if !f.s.PlaintextAuthAllowed() {
+			return false, f.write("%s NO [PRIVACYREQUIRED] Use STARTTLS before logging in on this listener\r\n", c.tag)
+		}
+		creds, err := f.authenticate(c)
+		var se *errSyntax
+		switch {
+		case err == nil:
+			return f.login(ctx, c.tag, creds)
+		case errors.As(err, &se):
+			return false, f.write("%s BAD %s\r\n", c.tag, se.msg)
+		case errors.Is(err, errCancelled):
+			return false, f.write("%s BAD AUTHENTICATE cancelled\r\n", c.tag)
+		case errors.Is(err, errBadSASL):
+			return false, f.write("%s BAD Malformed SASL response\r\n", c.tag)
+		case errors.Is(err, errMechanism):
+			return false, f.write("%s NO Unsupported mechanism: mailproxy offers AUTH=PLAIN and AUTH=LOGIN\r\n", c.tag)
+		case errors.Is(err, errTooBig):
+			return true, f.limit("a SASL response before login is over max_line (%d bytes)", f.s.Settings.Limits.MaxLine)
+		}
+		return true, f.readError(err)
+	}
+	return false, f.write("%s BAD %s is not available before login (mailproxy handles CAPABILITY, NOOP, LOGOUT, ID, STARTTLS, LOGIN and AUTHENTICATE until then)\r\n", c.tag, clip(c.name))
+}
+
+// login logs in at the provider with the app's credentials and, when that
+// succeeds, relays until the session ends.
+func (f *session) login(ctx context.Context, tag string, creds proxy.Credentials) (bool, error) {
+	s := f.s
+	if !s.PlaintextAuthAllowed() {
+		return false, f.write("%s NO [PRIVACYREQUIRED] Use STARTTLS before logging in on this listener\r\n", tag)
+	}
+	route, err := s.Route(creds.Username)
+	if err != nil {
+		return false, f.write("%s NO [CONTACTADMIN] %s\r\n", tag, explain(err))
+	}
+	if f.up == nil || f.up.route.Provider != route.Provider || f.up.route.Endpoint != route.Endpoint {
+		if f.up != nil {
+			f.up.conn.Close()
+			f.up = nil
+		}
+		up, err := connect(ctx, s, route)
+		if err != nil {
+			return false, f.write("%s NO [UNAVAILABLE] %s\r\n", tag, explain(err))
+		}
+		f.up = up
+	}
+	f.up.route = route
+	f.up.deadline(s)
+	res, err := f.up.login(creds)
+	if err != nil {
+		f.up.conn.Close()
+		f.up = nil
+		f.write("%s NO [UNAVAILABLE] %s\r\n", tag, explain(err))
+		return false, nil
+	}
+	s.Audit.Auth(creds.Username, res.ok)
+	untagged := f.filterUntagged(res.untagged)
+	tagged := f.filterStatus(res.tagged)
+	if err := f.write("%s%s %s\r\n", untagged, tag, tagged); err != nil {
+		return true, err
+	}
+	if !res.ok {
+		return false, nil
+	}
+	// Logged in: from here on the provider speaks to the app directly.
+	s.Client.SetDeadline(time.Time{})
+	f.up.conn.SetDeadline(time.Time{})
+	return true, s.Relay(s.Client, proxy.Pending(f.br), f.up.conn, proxy.Pending(f.up.br))
+}
+
+// capabilities is mailproxy's own list before login. After login the app
+// sees the provider's.
+func (f *session) capabilities() string {
+	caps := []string{"IMAP4rev1"}
+	if f.up != nil && f.up.caps["IMAP4REV2"] {
+		caps = append(caps, "IMAP4rev2")
+	}
+	if f.s.OffersSTARTTLS() {
+		caps = append(caps, "STARTTLS")
+	}
+	if f.s.PlaintextAuthAllowed() {
+		caps = append(caps, "AUTH=PLAIN", "AUTH=LOGIN")
+	} else {
+		caps = append(caps, "LOGINDISABLED")
+	}
+	caps = append(caps, "SASL-IR")
+	switch {
+	case f.up != nil && f.up.caps["LITERAL+"]:
+		caps = append(caps, "LITERAL+")
+	case f.up != nil && f.up.caps["LITERAL-"]:
+		caps = append(caps, "LITERAL-")
+	}
+	return strings.Join(append(caps, "ID"), " ")
+}
+
+// explain words an error for the app.
+func explain(err error) string {
+	var d *policy.Denied
+	if errors.As(err, &d) {
+		return fmt.Sprintf("mailproxy refused the provider (reason: %s): %s", d.Reason, clipProvider(d.Detail))
+	}
+	var pe *errProvider
+	if errors.As(err, &pe) {
+		return clipProvider(pe.msg)
+	}
+	return "mailproxy cannot reach the provider: " + clipProvider(err.Error())
+}

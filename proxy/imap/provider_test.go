@@ -1,0 +1,146 @@
+package imap_test
+
+import (
+	"bytes"
+	"crypto/tls"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	goimap "github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapserver"
+	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
+
+	"mailproxy/internal/testkit"
+	"mailproxy/policy"
+	"mailproxy/proxy/imap"
+)
+
+const (
+	user     = "alice"
+	password = "Pa55-w0rd \"quoted\" \\ secret"
+)
+
+// syncBuffer is a bytes.Buffer safe for the provider's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// memProvider is go-imap's in-memory server behind real TLS: implicit TLS
+// (imaps) or STARTTLS (imap).
+type memProvider struct {
+	endpoint string
+	user     *imapmemserver.User
+	traffic  *syncBuffer // everything the provider received and sent
+}
+
+type literal struct {
+	*strings.Reader
+}
+
+func (l literal) Size() int64 { return int64(l.Len()) }
+
+func startMemProvider(t testing.TB, pki *testkit.PKI, scheme string, messages ...string) *memProvider {
+	t.Helper()
+	mem := imapmemserver.New()
+	u := imapmemserver.NewUser(user, password)
+	if err := u.Create("INBOX", nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range messages {
+		if _, err := u.Append("INBOX", literal{strings.NewReader(m)}, &goimap.AppendOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mem.AddUser(u)
+	traffic := &syncBuffer{}
+	opts := &imapserver.Options{
+		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
+			return mem.NewSession(), nil, nil
+		},
+		Caps:        goimap.CapSet{goimap.CapIMAP4rev1: {}, goimap.CapIMAP4rev2: {}, goimap.CapLiteralPlus: {}, goimap.CapMove: {}},
+		Logger:      discardLogger{},
+		DebugWriter: traffic,
+	}
+	var ln net.Listener
+	var err error
+	switch scheme {
+	case "imaps":
+		ln, err = tls.Listen("tcp", "127.0.0.1:0", pki.ServerConfig())
+	case "imap":
+		opts.TLSConfig = pki.ServerConfig()
+		ln, err = net.Listen("tcp", "127.0.0.1:0")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := imapserver.New(opts)
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return &memProvider{endpoint: scheme + "://" + ln.Addr().String(), user: u, traffic: traffic}
+}
+
+type discardLogger struct{}
+
+func (discardLogger) Printf(string, ...any) {}
+
+// scripted runs a hand-played IMAP provider over implicit TLS: handle gets
+// each connection as a transcript.
+func scripted(t testing.TB, pki *testkit.PKI, handle func(c *testkit.Conn)) string {
+	t.Helper()
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", pki.ServerConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				defer func() { recover() }() // a failed Fatalf in a handler ends the handler only
+				c.SetDeadline(time.Now().Add(30 * time.Second))
+				handle(testkit.Wrap(&fakeT{}, c))
+			}()
+		}
+	}()
+	return "imaps://" + ln.Addr().String()
+}
+
+// fakeT lets a transcript run in a server goroutine: a failure panics the
+// handler (recovered above) instead of calling t.Fatal off the test
+// goroutine.
+type fakeT struct{ testing.TB }
+
+func (fakeT) Helper()                        {}
+func (fakeT) Fatalf(format string, a ...any) { panic("scripted provider: " + format) }
+func (fakeT) Fatal(a ...any)                 { panic("scripted provider failed") }
+
+// start runs mailproxy's IMAP front before provider.
+func start(t testing.TB, pki *testkit.PKI, endpoint string, opts ...testkit.ProxyOptions) *testkit.Proxy {
+	t.Helper()
+	return testkit.StartProxy(t, imap.Front{}, policy.IMAP, pki.Provider("example", endpoint), nil, opts...)
+}

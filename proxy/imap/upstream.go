@@ -1,0 +1,355 @@
+package imap
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+
+	"mailproxy/policy"
+	"mailproxy/proxy"
+	"mailproxy/tlsconf"
+)
+
+// Bounds on what the provider may send before the relay starts.
+const (
+	maxUpstreamLine     = 64 << 10
+	maxUpstreamResponse = 1 << 20
+	maxUpstreamLines    = 1000
+)
+
+// upstream is the provider's side of a session until the login succeeds.
+type upstream struct {
+	conn  *tlsconf.Upstream
+	br    *bufio.Reader
+	route policy.Route
+	caps  map[string]bool // upper case
+	tagN  int
+}
+
+// errProvider is a provider that broke the protocol or refused service.
+type errProvider struct{ msg string }
+
+func (e *errProvider) Error() string { return e.msg }
+
+// connect dials the provider of route and reads its greeting and its
+// capabilities over TLS. Nothing the provider sent before TLS is kept.
+func connect(ctx context.Context, s *proxy.Session, route policy.Route) (*upstream, error) {
+	conn, err := s.Dial(ctx, route)
+	if err != nil {
+		return nil, err
+	}
+	u := &upstream{conn: conn, br: bufio.NewReaderSize(conn, 4096), route: route}
+	u.deadline(s)
+	if !conn.AfterSTARTTLS {
+		greet, err := u.line()
+		if err != nil {
+			return nil, err
+		}
+		switch up := strings.ToUpper(greet); {
+		case strings.HasPrefix(up, "* OK"):
+			u.caps = capsFromCode(greet) // under TLS: trustworthy
+		case strings.HasPrefix(up, "* PREAUTH"):
+			return nil, &errProvider{"the provider greeted with PREAUTH: it would not check the app's login, so mailproxy refuses it"}
+		case strings.HasPrefix(up, "* BYE"):
+			return nil, &errProvider{"the provider refused the connection: " + clipProvider(greet)}
+		default:
+			return nil, &errProvider{"the provider's greeting is not IMAP: " + clipProvider(greet)}
+		}
+	}
+	if u.caps == nil {
+		if err := u.capability(); err != nil {
+			return nil, err
+		}
+	}
+	return u, nil
+}
+
+func (u *upstream) deadline(s *proxy.Session) {
+	u.conn.SetDeadline(time.Now().Add(s.Settings.Limits.CommandTimeout))
+}
+
+func (u *upstream) tag() string {
+	u.tagN++
+	return "mp" + strconv.Itoa(u.tagN)
+}
+
+func (u *upstream) send(line string) error {
+	if _, err := io.WriteString(u.conn, line+"\r\n"); err != nil {
+		return fmt.Errorf("writing to the provider: %w", err)
+	}
+	return nil
+}
+
+// line reads one line that must not carry a literal.
+func (u *upstream) line() (string, error) {
+	l, err := proxy.ReadLine(u.br, maxUpstreamLine)
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			return "", &errProvider{"the provider closed the connection"}
+		}
+		return "", fmt.Errorf("reading from the provider: %w", err)
+	}
+	return string(l), nil
+}
+
+// response reads one whole response: a line, and when it ends in a literal
+// {n}, the literal and the rest of the line, repeatedly. It returns the
+// first line and the raw bytes (with CRLFs) for forwarding.
+func (u *upstream) response() (first string, raw []byte, err error) {
+	l, err := u.line()
+	if err != nil {
+		return "", nil, err
+	}
+	first = l
+	for i := 0; ; i++ {
+		raw = append(append(raw, l...), "\r\n"...)
+		n, ok := trailingLiteral(l)
+		if !ok {
+			return first, raw, nil
+		}
+		if i == maxUpstreamLines || len(raw)+n > maxUpstreamResponse {
+			return "", nil, &errProvider{"the provider's response is too long"}
+		}
+		lit := make([]byte, n)
+		if _, err := io.ReadFull(u.br, lit); err != nil {
+			return "", nil, fmt.Errorf("reading from the provider: %w", err)
+		}
+		raw = append(raw, lit...)
+		if l, err = u.line(); err != nil {
+			return "", nil, err
+		}
+	}
+}
+
+// trailingLiteral reports a {n} or {n+} at the end of a line.
+func trailingLiteral(l string) (int, bool) {
+	if !strings.HasSuffix(l, "}") {
+		return 0, false
+	}
+	i := strings.LastIndexByte(l, '{')
+	if i < 0 {
+		return 0, false
+	}
+	n, err := strconv.Atoi(strings.TrimSuffix(l[i+1:len(l)-1], "+"))
+	if err != nil || n < 0 {
+		return 0, false
+	}
+	return n, true
+}
+
+// capability asks for the capabilities (again, after TLS).
+func (u *upstream) capability() error {
+	tag := u.tag()
+	if err := u.send(tag + " CAPABILITY"); err != nil {
+		return err
+	}
+	u.caps = map[string]bool{}
+	for i := 0; i < maxUpstreamLines; i++ {
+		first, _, err := u.response()
+		if err != nil {
+			return err
+		}
+		up := strings.ToUpper(first)
+		if strings.HasPrefix(up, "* CAPABILITY ") {
+			for _, c := range strings.Fields(up)[2:] {
+				u.caps[c] = true
+			}
+			continue
+		}
+		if strings.HasPrefix(first, tag+" ") {
+			if !strings.HasPrefix(up[len(tag)+1:], "OK") {
+				return &errProvider{"the provider refused CAPABILITY: " + clipProvider(first)}
+			}
+			return nil
+		}
+	}
+	return &errProvider{"no end to the provider's CAPABILITY reply"}
+}
+
+// loginResult is the provider's answer to a login.
+type loginResult struct {
+	ok bool
+	// untagged responses sent before the tagged one, to forward.
+	untagged []byte
+	// tagged is the tagged status line without its tag ("OK [...] text").
+	tagged string
+	// referral is a REFERRAL URL the provider sent, if any.
+	referral string
+}
+
+// login logs in with the app's credentials: AUTHENTICATE PLAIN (with an
+// initial response when SASL-IR is offered) when the provider offers it,
+// else LOGIN, unless LOGINDISABLED.
+func (u *upstream) login(c proxy.Credentials) (*loginResult, error) {
+	tag := u.tag()
+	switch {
+	case u.caps["AUTH=PLAIN"]:
+		ir := base64.StdEncoding.EncodeToString([]byte(c.Authzid + "\x00" + u.route.User + "\x00" + c.Password.Reveal()))
+		if u.caps["SASL-IR"] {
+			if err := u.send(tag + " AUTHENTICATE PLAIN " + ir); err != nil {
+				return nil, err
+			}
+		} else {
+			if err := u.send(tag + " AUTHENTICATE PLAIN"); err != nil {
+				return nil, err
+			}
+			if err := u.expectContinuation(tag); err != nil {
+				return u.failed(tag, err)
+			}
+			if err := u.send(ir); err != nil {
+				return nil, err
+			}
+		}
+	case !u.caps["LOGINDISABLED"]:
+		if err := u.sendLogin(tag, u.route.User, c.Password.Reveal()); err != nil {
+			return u.failed(tag, err)
+		}
+	default:
+		return nil, &errProvider{"the provider offers neither AUTHENTICATE PLAIN nor LOGIN"}
+	}
+	return u.result(tag)
+}
+
+// failed turns a refused continuation into a login failure.
+func (u *upstream) failed(tag string, err error) (*loginResult, error) {
+	var r *refused
+	if errors.As(err, &r) {
+		return r.result, nil
+	}
+	return nil, err
+}
+
+// refused carries a tagged refusal that arrived instead of a "+".
+type refused struct{ result *loginResult }
+
+func (r *refused) Error() string { return "refused" }
+
+// expectContinuation waits for "+" (forwarding nothing); a tagged reply
+// instead is the login's result.
+func (u *upstream) expectContinuation(tag string) error {
+	var untagged []byte
+	for i := 0; i < maxUpstreamLines; i++ {
+		first, raw, err := u.response()
+		if err != nil {
+			return err
+		}
+		switch {
+		case strings.HasPrefix(first, "+"):
+			return nil
+		case strings.HasPrefix(first, tag+" "):
+			r := u.parseTagged(tag, first)
+			r.untagged = untagged
+			return &refused{r}
+		default:
+			untagged = append(untagged, raw...)
+		}
+	}
+	return &errProvider{"no continuation from the provider"}
+}
+
+// sendLogin sends LOGIN with each argument as a quoted string, or as a
+// literal when it holds bytes a quoted string cannot carry.
+func (u *upstream) sendLogin(tag, user, pass string) error {
+	parts := []string{tag + " LOGIN"}
+	for _, s := range []string{user, pass} {
+		if quotable(s) {
+			parts = append(parts, " "+quote(s))
+			continue
+		}
+		if u.caps["LITERAL+"] || (u.caps["LITERAL-"] && len(s) <= 4096) {
+			parts = append(parts, " {"+strconv.Itoa(len(s))+"+}\r\n"+s)
+			continue
+		}
+		if err := u.send(strings.Join(parts, "") + " {" + strconv.Itoa(len(s)) + "}"); err != nil {
+			return err
+		}
+		if err := u.expectContinuation(tag); err != nil {
+			return err
+		}
+		parts = []string{s}
+	}
+	return u.send(strings.Join(parts, ""))
+}
+
+func quotable(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c == '\r' || c == '\n' || c == 0 || c >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
+
+func quote(s string) string {
+	r := strings.NewReplacer(`\`, `\\`, `"`, `\"`)
+	return `"` + r.Replace(s) + `"`
+}
+
+// result reads responses up to the tagged one.
+func (u *upstream) result(tag string) (*loginResult, error) {
+	var untagged bytes.Buffer
+	for i := 0; i < maxUpstreamLines; i++ {
+		first, raw, err := u.response()
+		if err != nil {
+			return nil, err
+		}
+		if strings.HasPrefix(first, "+") {
+			// More SASL wanted than PLAIN has: cancel (RFC 9051 §6.2.2).
+			if err := u.send("*"); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		if strings.HasPrefix(first, tag+" ") {
+			r := u.parseTagged(tag, first)
+			r.untagged = untagged.Bytes()
+			return r, nil
+		}
+		untagged.Write(raw)
+	}
+	return nil, &errProvider{"no end to the provider's login reply"}
+}
+
+func (u *upstream) parseTagged(tag, line string) *loginResult {
+	text := line[len(tag)+1:]
+	return &loginResult{ok: strings.HasPrefix(strings.ToUpper(text), "OK"), tagged: text}
+}
+
+// capsFromCode returns the capabilities of a [CAPABILITY ...] code, or nil.
+func capsFromCode(line string) map[string]bool {
+	up := strings.ToUpper(line)
+	i := strings.Index(up, "[CAPABILITY ")
+	if i < 0 {
+		return nil
+	}
+	rest := up[i+len("[CAPABILITY "):]
+	j := strings.IndexByte(rest, ']')
+	if j < 0 {
+		return nil
+	}
+	caps := map[string]bool{}
+	for _, c := range strings.Fields(rest[:j]) {
+		caps[c] = true
+	}
+	return caps
+}
+
+// clipProvider shortens provider text for an error message.
+func clipProvider(s string) string {
+	if len(s) > 200 {
+		s = s[:200] + "..."
+	}
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return '?'
+		}
+		return r
+	}, s)
+}

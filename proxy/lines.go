@@ -1,0 +1,86 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"time"
+
+	"mailproxy/policy"
+)
+
+// ErrLineTooLong is returned by ReadLine for a line over the limit.
+var ErrLineTooLong = errors.New("line too long")
+
+// ReadLine reads one line from br, ending in LF (with or without CR), and
+// returns it without the line ending. A line longer than max bytes is an
+// ErrLineTooLong; the rest of it is not read.
+func ReadLine(br *bufio.Reader, max int) ([]byte, error) {
+	var line []byte
+	for {
+		frag, err := br.ReadSlice('\n')
+		if len(line)+len(frag) > max+2 {
+			return nil, ErrLineTooLong
+		}
+		line = append(line, frag...)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, bufio.ErrBufferFull) {
+			return line, err
+		}
+	}
+	line = bytes.TrimSuffix(line, []byte("\n"))
+	return bytes.TrimSuffix(line, []byte("\r")), nil
+}
+
+// Pending returns the bytes br has buffered but not yet handed out, so that
+// they can travel on with the connection when the relay takes over.
+func Pending(br *bufio.Reader) []byte {
+	b, _ := br.Peek(br.Buffered())
+	return bytes.Clone(b)
+}
+
+// ClientIsTLS reports whether the app's connection is under local TLS.
+func (s *Session) ClientIsTLS() bool {
+	_, ok := s.Client.(*tls.Conn)
+	return ok
+}
+
+// OffersSTARTTLS reports whether the front should offer STARTTLS (or STLS)
+// to the app now.
+func (s *Session) OffersSTARTTLS() bool {
+	return s.Settings.LocalTLS != nil && !s.ClientIsTLS()
+}
+
+// PlaintextAuthAllowed reports whether the app may send credentials on its
+// connection as it is: always under local TLS and on a loopback listener;
+// on a LAN listener only when the configuration says allow_plaintext_auth.
+func (s *Session) PlaintextAuthAllowed() bool {
+	l := s.Settings.Listener
+	return s.ClientIsTLS() || l.Loopback() || l.AllowPlaintextAuth
+}
+
+// StartLocalTLS performs the TLS handshake with the app (local STARTTLS, or
+// a listener with local_security = "tls") and makes the TLS connection the
+// session's client connection. br must hold no unread bytes: anything the
+// app sent before the handshake would otherwise be taken as sent under TLS.
+func (s *Session) StartLocalTLS(br *bufio.Reader) error {
+	if s.Settings.LocalTLS == nil {
+		return errors.New("local TLS is not configured")
+	}
+	if br != nil && br.Buffered() > 0 {
+		return s.Deny(policy.ReasonSTARTTLS, s.Remote.Addr().String(),
+			"the app sent %d bytes after STARTTLS, before the TLS handshake", br.Buffered())
+	}
+	tc := tls.Server(s.Client, s.Settings.LocalTLS)
+	tc.SetDeadline(s.PreauthDeadline())
+	if err := tc.Handshake(); err != nil {
+		return fmt.Errorf("local TLS handshake with the app: %w", err)
+	}
+	tc.SetDeadline(time.Time{})
+	s.SetClient(tc)
+	return nil
+}

@@ -1,0 +1,228 @@
+package proxy
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"mailproxy/config"
+	"mailproxy/policy"
+	"mailproxy/tlsconf"
+)
+
+// Front is a protocol's side of a session: the pre-authentication dialogue
+// with the app, the login at the provider, and then the relay.
+type Front interface {
+	// Serve runs one session until it ends. A nil error means an orderly
+	// end (the app logged out or closed the connection).
+	Serve(ctx context.Context, s *Session) error
+	// Refuse writes the protocol's one-line refusal to an app that is
+	// turned away before its session starts (remote client, session
+	// limit), e.g. "* BYE ..." or "421 ...".
+	Refuse(w io.Writer, reason policy.Reason, text string)
+}
+
+// Settings are what a listener needs to serve a session. A listener holds
+// them behind an atomic pointer so that a configuration reload applies to
+// new sessions while running ones keep theirs.
+type Settings struct {
+	Listener  *config.Listener
+	Providers []*policy.Provider // for routing on a "*" listener
+	Limits    config.Limits
+	// LocalTLS is the app-side TLS configuration when local_security is
+	// starttls or tls; nil otherwise.
+	LocalTLS *tls.Config
+}
+
+// Listener accepts apps on one address and hands each to its Front.
+type Listener struct {
+	Front  Front
+	Audit  *policy.Audit
+	Dialer *tlsconf.Dialer
+
+	settings atomic.Pointer[Settings]
+	ln       net.Listener
+
+	mu       sync.Mutex
+	sessions map[*Session]struct{}
+	wg       sync.WaitGroup
+	active   atomic.Int64
+	closing  atomic.Bool
+}
+
+// NewListener returns a listener with its first settings.
+func NewListener(front Front, audit *policy.Audit, dialer *tlsconf.Dialer, s *Settings) *Listener {
+	l := &Listener{Front: front, Audit: audit, Dialer: dialer, sessions: map[*Session]struct{}{}}
+	l.settings.Store(s)
+	return l
+}
+
+// Settings returns the settings new sessions get.
+func (l *Listener) Settings() *Settings { return l.settings.Load() }
+
+// Update replaces the settings for sessions that start from now on.
+func (l *Listener) Update(s *Settings) { l.settings.Store(s) }
+
+// Addr is the address the listener is bound to, once Listen has returned.
+func (l *Listener) Addr() net.Addr { return l.ln.Addr() }
+
+// Listen binds the listener's address with TCP keepalive on accepted
+// connections, and records listener.start.
+func (l *Listener) Listen(ctx context.Context) error {
+	s := l.Settings()
+	lc := net.ListenConfig{KeepAliveConfig: keepAlive}
+	ln, err := lc.Listen(ctx, "tcp", s.Listener.Address)
+	if err != nil {
+		return fmt.Errorf("listening for %s on %s: %w", s.Listener.Proto, s.Listener.Address, err)
+	}
+	l.ln = ln
+	l.Audit.ListenerStart(ln.Addr().String(), s.Listener.Proto, s.Listener.ProviderName(), s.Listener.Upstream())
+	return nil
+}
+
+// keepAlive probes idle connections so that a vanished peer is noticed
+// within about two minutes, whatever the idle limit.
+var keepAlive = net.KeepAliveConfig{Enable: true, Idle: 60 * time.Second, Interval: 15 * time.Second, Count: 4}
+
+// Serve accepts connections until the listener is closed. It returns nil
+// after Shutdown or Close.
+func (l *Listener) Serve(ctx context.Context) error {
+	var backoff time.Duration
+	for {
+		c, err := l.ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) || l.closing.Load() {
+				return nil
+			}
+			// Out of file descriptors and the like: wait and retry.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			l.handle(ctx, c)
+		}()
+	}
+}
+
+// Shutdown stops accepting, waits for running sessions to end until ctx is
+// done, then closes those still running.
+func (l *Listener) Shutdown(ctx context.Context) error {
+	l.closing.Store(true)
+	if l.ln != nil {
+		l.ln.Close()
+	}
+	done := make(chan struct{})
+	go func() { l.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+	}
+	l.mu.Lock()
+	for s := range l.sessions {
+		s.close()
+	}
+	l.mu.Unlock()
+	<-done
+	return ctx.Err()
+}
+
+// Active is the number of sessions running.
+func (l *Listener) Active() int { return int(l.active.Load()) }
+
+func newID() string {
+	var b [4]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func (l *Listener) handle(ctx context.Context, c net.Conn) {
+	st := l.Settings()
+	proto := st.Listener.Proto
+	id := newID()
+	audit := l.Audit.Session(id, proto)
+	remote, _ := netip.ParseAddrPort(c.RemoteAddr().String())
+
+	if !clientAllowed(st.Listener, remote.Addr()) {
+		audit.Denied(policy.Deny(policy.ReasonRemoteClient, remote.Addr().Unmap().String(),
+			"client %v is not in allow_clients of listener %s", remote.Addr().Unmap(), st.Listener.Address))
+		l.refuse(c, policy.ReasonRemoteClient, "mailproxy does not serve this address")
+		return
+	}
+	if n := l.active.Add(1); n > int64(st.Listener.MaxSessions) {
+		l.active.Add(-1)
+		audit.Denied(policy.Deny(policy.ReasonLimit, "",
+			"listener %s already has %d sessions (max_sessions)", st.Listener.Address, st.Listener.MaxSessions))
+		l.refuse(c, policy.ReasonLimit, "too many connections, try again later")
+		return
+	}
+	defer l.active.Add(-1)
+
+	s := &Session{ID: id, Proto: proto, Settings: st, Audit: audit, Dialer: l.Dialer, Remote: remote, start: time.Now()}
+	s.Client = countingConn{Conn: c, read: &s.bytesUp, written: &s.bytesDown}
+	ctx, cancel := context.WithCancel(ctx)
+	s.cancel = cancel
+	l.mu.Lock()
+	l.sessions[s] = struct{}{}
+	l.mu.Unlock()
+
+	audit.Start(remote.String())
+	err := l.serve(ctx, s)
+	s.finish()
+	cancel()
+	l.mu.Lock()
+	delete(l.sessions, s)
+	l.mu.Unlock()
+	audit.End(policy.SessionStats{
+		BytesUp: s.bytesUp.Load(), BytesDown: s.bytesDown.Load(),
+		Duration: time.Since(s.start), Mail: s.mail, Err: err,
+	})
+}
+
+// serve runs the front, turning a panic into an error for this session
+// only: one broken session must not stop the others.
+func (l *Listener) serve(ctx context.Context, s *Session) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			fmt.Fprintf(os.Stderr, "mailproxy: panic in %s session %s: %v\n%s", s.Proto, s.ID, r, debug.Stack())
+			err = fmt.Errorf("internal error (please report): %v", r)
+		}
+	}()
+	return l.Front.Serve(ctx, s)
+}
+
+func (l *Listener) refuse(c net.Conn, reason policy.Reason, text string) {
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	l.Front.Refuse(c, reason, text)
+	c.Close()
+}
+
+// clientAllowed applies the listener's client allowlist: loopback clients
+// always, others only when inside allow_clients.
+func clientAllowed(l *config.Listener, ip netip.Addr) bool {
+	ip = ip.Unmap()
+	if ip.IsLoopback() {
+		return true
+	}
+	for _, p := range l.AllowClients {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}

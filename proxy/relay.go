@@ -1,0 +1,226 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+)
+
+// Relay buffer sizes. An idle session holds only the small buffers; a
+// direction that is moving data borrows a big one from a pool for as long
+// as data keeps coming (see pump).
+const (
+	smallBuf  = 2 << 10
+	bigBuf    = 32 << 10
+	burstHold = 500 * time.Millisecond
+	// linger is how long the remaining direction may stay quiet once the
+	// other has ended (half-close), so that a session cannot hang on a
+	// peer that never closes its side.
+	linger = 5 * time.Second
+)
+
+var bigPool = sync.Pool{New: func() any { b := make([]byte, bigBuf); return &b }}
+
+// ErrIdle ends a relayed session after the idle limit with no traffic in
+// either direction.
+var ErrIdle = errors.New("no traffic in either direction for idle_timeout")
+
+// Relay splices the app and the provider after a successful login and
+// returns when both directions have ended. clientPending and upPending are
+// bytes the front had already read from each side (a command pipelined
+// behind the login, a response behind the login reply); they are delivered
+// first, so nothing is lost. Data is copied unmodified in both directions;
+// when one side closes its sending direction the other is half-closed too.
+func (s *Session) Relay(client net.Conn, clientPending []byte, up net.Conn, upPending []byte) error {
+	idle := s.Settings.Limits.IdleTimeout
+	r := &relay{idle: idle}
+	r.touch()
+	if err := writeAll(up, clientPending, idle); err != nil {
+		return fmt.Errorf("relaying to the provider: %w", err)
+	}
+	if err := writeAll(client, upPending, idle); err != nil {
+		return fmt.Errorf("relaying to the app: %w", err)
+	}
+	toProvider := make(chan error, 1)
+	go proxyCopy(toProvider, r, up, client)
+	errDown := r.pump(client, up)
+	r.end(client, up, errDown)
+	errUp := <-toProvider
+	switch {
+	case errDown != nil && !errors.Is(errDown, errLinger):
+		return fmt.Errorf("provider to app: %w", errDown)
+	case errUp != nil && !errors.Is(errUp, errLinger):
+		return fmt.Errorf("app to provider: %w", errUp)
+	}
+	return nil
+}
+
+// proxyCopy copies the app's bytes to the provider. It is a named function
+// so that a goroutine dump says what each relay goroutine is.
+func proxyCopy(done chan<- error, r *relay, dst, src net.Conn) {
+	err := r.pump(dst, src)
+	r.end(dst, src, err)
+	done <- err
+}
+
+// errLinger ends the remaining direction after a half-close.
+var errLinger = errors.New("quiet after the other direction ended")
+
+// relay is the state the two directions of one session share.
+type relay struct {
+	idle time.Duration
+
+	mu         sync.Mutex
+	last       time.Time // last byte moved, either way
+	halfClosed bool      // one direction has ended
+}
+
+// quiet is how long the relay may go without traffic.
+func (r *relay) quiet() time.Duration {
+	if r.halfClosed {
+		return linger
+	}
+	return r.idle
+}
+
+func (r *relay) touch() {
+	r.mu.Lock()
+	r.last = time.Now()
+	r.mu.Unlock()
+}
+
+// setDeadline sets src's read deadline under the lock, so that end's
+// deadline cannot be overwritten by a stale one.
+func (r *relay) setDeadline(src net.Conn, holdBig bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	d := r.last.Add(r.quiet())
+	if holdBig {
+		d = earlier(d, time.Now().Add(burstHold))
+	}
+	src.SetReadDeadline(d)
+}
+
+// expired tells, after a read timeout, why it happened.
+func (r *relay) expired() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if time.Since(r.last) < r.quiet() {
+		return nil // the other direction was busy: keep reading
+	}
+	if r.halfClosed {
+		return errLinger
+	}
+	return ErrIdle
+}
+
+// end closes what a finished direction leaves behind: after a clean end of
+// input, the write side of dst (half-close), and the other direction may
+// then go on until it has been quiet for linger; after an error, both
+// connections.
+func (r *relay) end(dst, src net.Conn, err error) {
+	if err != nil {
+		dst.Close()
+		src.Close()
+		return
+	}
+	closeWrite(dst)
+	closeRead(src)
+	r.mu.Lock()
+	r.halfClosed = true
+	dst.SetReadDeadline(r.last.Add(linger))
+	r.mu.Unlock()
+}
+
+// pump copies src to dst until src ends. An idle direction blocks on a small
+// private buffer; once a read fills it, a big pooled buffer is borrowed and
+// kept while data keeps arriving, and given back after burstHold of quiet.
+func (r *relay) pump(dst, src net.Conn) error {
+	small := make([]byte, smallBuf)
+	var big *[]byte
+	defer func() {
+		if big != nil {
+			bigPool.Put(big)
+		}
+	}()
+	for {
+		buf := small
+		if big != nil {
+			buf = *big
+		}
+		r.setDeadline(src, big != nil)
+		n, err := src.Read(buf)
+		if n > 0 {
+			r.touch()
+			dst.SetWriteDeadline(time.Now().Add(r.idle))
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return werr
+			}
+		}
+		if err != nil {
+			if IsTimeout(err) {
+				if big != nil {
+					bigPool.Put(big)
+					big = nil
+					continue
+				}
+				if why := r.expired(); why != nil {
+					return why
+				}
+				continue
+			}
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+		switch {
+		case big == nil && n == len(small):
+			big = bigPool.Get().(*[]byte)
+		case big != nil && n < smallBuf:
+			bigPool.Put(big)
+			big = nil
+		}
+	}
+}
+
+func writeAll(c net.Conn, b []byte, timeout time.Duration) error {
+	if len(b) == 0 {
+		return nil
+	}
+	c.SetWriteDeadline(time.Now().Add(timeout))
+	_, err := c.Write(b)
+	return err
+}
+
+// closeWrite half-closes c and every connection below it (a TLS
+// close_notify, then the TCP FIN).
+func closeWrite(c net.Conn) {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
+	if nc, ok := c.(interface{ NetConn() net.Conn }); ok {
+		closeWrite(nc.NetConn())
+	}
+}
+
+// closeRead closes the reading side of the TCP connection below c.
+func closeRead(c net.Conn) {
+	if cr, ok := c.(interface{ CloseRead() error }); ok {
+		cr.CloseRead()
+		return
+	}
+	if nc, ok := c.(interface{ NetConn() net.Conn }); ok {
+		closeRead(nc.NetConn())
+	}
+}
+
+func earlier(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}

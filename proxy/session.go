@@ -1,0 +1,163 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"mailproxy/policy"
+	"mailproxy/tlsconf"
+)
+
+// Session is one app connection, from accept to close.
+type Session struct {
+	ID       string
+	Proto    policy.Proto
+	Settings *Settings
+	Audit    *policy.SessionAudit
+	Dialer   *tlsconf.Dialer
+	// Client is the app's connection. A front that upgrades it to TLS
+	// (local STARTTLS) replaces it with SetClient.
+	Client net.Conn
+	Remote netip.AddrPort
+
+	start              time.Time
+	bytesUp, bytesDown atomic.Int64
+	mail               *policy.MailCounts
+	cancel             context.CancelFunc
+
+	mu      sync.Mutex
+	closers []io.Closer
+	closed  bool
+}
+
+// SetClient replaces the app's connection (after a local TLS upgrade of
+// the counted connection).
+func (s *Session) SetClient(c net.Conn) {
+	s.mu.Lock()
+	s.Client = c
+	s.mu.Unlock()
+}
+
+// RawClient returns the counted TCP connection to the app, below any local
+// TLS a front may have added.
+func (s *Session) RawClient() net.Conn {
+	return s.Client
+}
+
+// OnClose registers c to be closed when the session ends or is cut short
+// by a shutdown.
+func (s *Session) OnClose(c io.Closer) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		c.Close()
+		return
+	}
+	s.closers = append(s.closers, c)
+}
+
+// finish ends the session: the provider side is closed, and the app's
+// connection is half-closed and drained briefly before it is closed, so
+// that a last reply (a BYE) is not lost to a reset caused by input the app
+// sent that nobody read.
+func (s *Session) finish() {
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if !closed {
+		closeWrite(s.Client)
+		s.Client.SetReadDeadline(time.Now().Add(time.Second))
+		io.CopyN(io.Discard, s.Client, 64<<10)
+	}
+	s.close()
+}
+
+func (s *Session) close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	s.closed = true
+	for _, c := range s.closers {
+		c.Close()
+	}
+	s.Client.Close()
+	if s.cancel != nil {
+		s.cancel()
+	}
+}
+
+// CountMail records what an SMTP session submitted, for session.end.
+func (s *Session) CountMail(messages, recipients int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.mail == nil {
+		s.mail = &policy.MailCounts{}
+	}
+	s.mail.Messages += messages
+	s.mail.Recipients += recipients
+}
+
+// Provider is the listener's fixed provider, or nil on a "*" listener.
+func (s *Session) Provider() *policy.Provider { return s.Settings.Listener.Provider }
+
+// Route decides where a login goes, auditing a refusal.
+func (s *Session) Route(login string) (policy.Route, error) {
+	r, err := policy.RouteLogin(s.Settings.Providers, s.Provider(), s.Proto, login)
+	if err != nil {
+		s.Audit.Denied(err)
+	}
+	return r, err
+}
+
+// FixedRoute is the route of a listener with a fixed provider, before any
+// login is known.
+func (s *Session) FixedRoute() (policy.Route, bool) {
+	p := s.Provider()
+	if p == nil {
+		return policy.Route{}, false
+	}
+	ep, ok := p.Endpoint(s.Proto)
+	return policy.Route{Provider: p, Endpoint: ep}, ok
+}
+
+// Dial connects to the provider of r under the policy. The connection is
+// closed with the session. Refusals are audited (by the dialer) and
+// returned as *policy.Denied.
+func (s *Session) Dial(ctx context.Context, r policy.Route) (*tlsconf.Upstream, error) {
+	up, err := s.Dialer.Dial(ctx, r.Provider, r.Endpoint, s.Audit)
+	if err != nil {
+		return nil, err
+	}
+	s.OnClose(up)
+	return up, nil
+}
+
+// Deny audits a refusal the front decided (a limit, a referral) and
+// returns it as an error.
+func (s *Session) Deny(reason policy.Reason, host, format string, args ...any) error {
+	d := policy.Deny(reason, host, format, args...)
+	s.Audit.Denied(d)
+	return d
+}
+
+// PreauthDeadline is when the app must have logged in.
+func (s *Session) PreauthDeadline() time.Time {
+	return s.start.Add(s.Settings.Limits.PreauthTimeout)
+}
+
+// ErrPreauthTimeout ends a session whose app did not log in in time.
+var ErrPreauthTimeout = errors.New("no login within preauth_timeout")
+
+// IsTimeout reports whether err is a network timeout.
+func IsTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
