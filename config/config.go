@@ -216,13 +216,25 @@ func (es Errors) Unwrap() []error {
 	return out
 }
 
+// Dir is the user's mailproxy folder: $XDG_CONFIG_HOME/mailproxy, else
+// ~/.config/mailproxy. It holds the configuration file and the generated
+// local certificate.
+func Dir() (string, error) {
+	if d := os.Getenv("XDG_CONFIG_HOME"); d != "" {
+		return filepath.Join(d, "mailproxy"), nil
+	}
+	h, err := os.UserHomeDir()
+	if err != nil {
+		return "", fmt.Errorf("no folder for mailproxy's files: set XDG_CONFIG_HOME or HOME: %w", err)
+	}
+	return filepath.Join(h, ".config", "mailproxy"), nil
+}
+
 // DefaultPaths are the files tried when no -config is given.
 func DefaultPaths() []string {
 	var paths []string
-	if d := os.Getenv("XDG_CONFIG_HOME"); d != "" {
-		paths = append(paths, filepath.Join(d, "mailproxy", "mailproxy.toml"))
-	} else if h, err := os.UserHomeDir(); err == nil {
-		paths = append(paths, filepath.Join(h, ".config", "mailproxy", "mailproxy.toml"))
+	if d, err := Dir(); err == nil {
+		paths = append(paths, filepath.Join(d, "mailproxy.toml"))
 	}
 	return append(paths, "/etc/mailproxy/mailproxy.toml")
 }

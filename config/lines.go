@@ -71,11 +71,14 @@ func index(file string, data []byte) (*doc, Errors) {
 			}
 			key := parts[0]
 			if !slices.Contains(knownKeys[table], key) || len(parts) > 1 {
-				where := ""
+				display, where := strings.Join(parts, "."), ""
+				if table == "provider" || table == "listen" {
+					display += fmt.Sprintf(" (%s #%d)", table, count[table])
+				}
 				if table != "" {
 					where = " in [" + table + "]"
 				}
-				errs = append(errs, &Error{File: file, Line: line, Key: strings.Join(parts, "."),
+				errs = append(errs, &Error{File: file, Line: line, Key: display,
 					Msg: "unknown key" + where + suggest(key, knownKeys[table])})
 				continue
 			}

@@ -56,11 +56,12 @@ func (s *Session) OffersSTARTTLS() bool {
 }
 
 // PlaintextAuthAllowed reports whether the app may send credentials on its
-// connection as it is: always under local TLS and on a loopback listener;
-// on a LAN listener only when the configuration says allow_plaintext_auth.
+// connection as it is: always under local TLS and on a loopback-only
+// listener; on a LAN listener (a non-loopback address, or any listener with
+// allow_clients) only when the configuration says allow_plaintext_auth.
 func (s *Session) PlaintextAuthAllowed() bool {
 	l := s.Settings.Listener
-	return s.ClientIsTLS() || l.Loopback() || l.AllowPlaintextAuth
+	return s.ClientIsTLS() || (l.Loopback() && len(l.AllowClients) == 0) || l.AllowPlaintextAuth
 }
 
 // StartLocalTLS performs the TLS handshake with the app (local STARTTLS, or

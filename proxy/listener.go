@@ -212,12 +212,14 @@ func (l *Listener) refuse(c net.Conn, reason policy.Reason, text string) {
 	c.Close()
 }
 
-// clientAllowed applies the listener's client allowlist: loopback clients
-// always, others only when inside allow_clients.
+// clientAllowed applies the listener's client allowlist: without
+// allow_clients only loopback clients; with it, exactly the clients inside
+// it (list 127.0.0.1/32 too on a 0.0.0.0 listener that this machine's apps
+// use).
 func clientAllowed(l *config.Listener, ip netip.Addr) bool {
 	ip = ip.Unmap()
-	if ip.IsLoopback() {
-		return true
+	if len(l.AllowClients) == 0 {
+		return ip.IsLoopback()
 	}
 	for _, p := range l.AllowClients {
 		if p.Contains(ip) {

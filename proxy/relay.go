@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -14,7 +15,7 @@ import (
 // as data keeps coming (see pump).
 const (
 	smallBuf  = 2 << 10
-	bigBuf    = 32 << 10
+	bigBuf    = 64 << 10
 	burstHold = 500 * time.Millisecond
 	// linger is how long the remaining direction may stay quiet once the
 	// other has ended (half-close), so that a session cannot hang on a
@@ -140,6 +141,7 @@ func (r *relay) end(dst, src net.Conn, err error) {
 // kept while data keeps arriving, and given back after burstHold of quiet.
 func (r *relay) pump(dst, src net.Conn) error {
 	small := make([]byte, smallBuf)
+	_, isTLS := src.(*tls.Conn)
 	var big *[]byte
 	defer func() {
 		if big != nil {
@@ -153,6 +155,9 @@ func (r *relay) pump(dst, src net.Conn) error {
 		}
 		r.setDeadline(src, big != nil)
 		n, err := src.Read(buf)
+		if n > 0 && err == nil && big != nil && isTLS {
+			n, err = drainBuffered(src, buf, n)
+		}
 		if n > 0 {
 			r.touch()
 			dst.SetWriteDeadline(time.Now().Add(r.idle))
@@ -186,6 +191,29 @@ func (r *relay) pump(dst, src net.Conn) error {
 		}
 	}
 }
+
+// drainBuffered adds to buf[:n] the records a TLS connection has already
+// received, without waiting for more: a read with a deadline in the past
+// fails at once when the TLS layer would have to go to the socket, and a
+// timeout is not a lasting error for a *tls.Conn. One write to the other
+// side then carries several records, which halves the system calls of a
+// bulk transfer.
+func drainBuffered(src net.Conn, buf []byte, n int) (int, error) {
+	src.SetReadDeadline(aLongTimeAgo)
+	for n < len(buf) {
+		m, err := src.Read(buf[n:])
+		n += m
+		if err != nil {
+			if IsTimeout(err) {
+				err = nil
+			}
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+var aLongTimeAgo = time.Unix(1, 0)
 
 func writeAll(c net.Conn, b []byte, timeout time.Duration) error {
 	if len(b) == 0 {

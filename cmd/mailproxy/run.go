@@ -53,7 +53,7 @@ func runCmd(args []string, stdout, stderr io.Writer) int {
 	}
 	defer closer.Close()
 
-	srv := &proxy.Server{Audit: audit, Dialer: &tlsconf.Dialer{}, Fronts: fronts()}
+	srv := &proxy.Server{Audit: audit, Dialer: &tlsconf.Dialer{}, Fronts: fronts(), LocalTLS: localTLS(c)}
 	c = servable(c, srv.Fronts, stderr)
 	ctx := context.Background()
 	if err := srv.Start(ctx, c); err != nil {
@@ -124,6 +124,7 @@ func reload(ctx context.Context, srv *proxy.Server, old *config.Config, path, pr
 	}
 	c, err := loadConfig(path, provider)
 	if err == nil {
+		srv.LocalTLS = localTLS(c)
 		err = srv.Reload(ctx, servable(c, srv.Fronts, io.Discard))
 	}
 	audit.ConfigReload(file, err)

@@ -9,8 +9,3 @@ func demoCmd(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintln(stderr, "mailproxy demo: not available in this build yet")
 	return exitFailure
 }
-
-func certCmd(args []string, stdout, stderr io.Writer) int {
-	fmt.Fprintln(stderr, "mailproxy cert: not available in this build yet")
-	return exitFailure
-}

@@ -231,9 +231,13 @@ func (f *session) login(ctx context.Context, tag string, creds proxy.Credentials
 		return false, nil
 	}
 	// Logged in: from here on the provider speaks to the app directly.
+	// Drop the pre-login state first: an idle relayed session should hold
+	// as little memory as possible.
+	up, appPending, upPending := f.up.conn, proxy.Pending(f.br), proxy.Pending(f.up.br)
+	f.br, f.cr, f.up = nil, nil, nil
 	s.Client.SetDeadline(time.Time{})
-	f.up.conn.SetDeadline(time.Time{})
-	return true, s.Relay(s.Client, proxy.Pending(f.br), f.up.conn, proxy.Pending(f.up.br))
+	up.SetDeadline(time.Time{})
+	return true, s.Relay(s.Client, appPending, up.Conn, upPending)
 }
 
 // capabilities is mailproxy's own list before login. After login the app

@@ -180,8 +180,6 @@ type loginResult struct {
 	untagged []byte
 	// tagged is the tagged status line without its tag ("OK [...] text").
 	tagged string
-	// referral is a REFERRAL URL the provider sent, if any.
-	referral string
 }
 
 // login logs in with the app's credentials: AUTHENTICATE PLAIN (with an
@@ -201,7 +199,7 @@ func (u *upstream) login(c proxy.Credentials) (*loginResult, error) {
 				return nil, err
 			}
 			if err := u.expectContinuation(tag); err != nil {
-				return u.failed(tag, err)
+				return failed(err)
 			}
 			if err := u.send(ir); err != nil {
 				return nil, err
@@ -209,7 +207,7 @@ func (u *upstream) login(c proxy.Credentials) (*loginResult, error) {
 		}
 	case !u.caps["LOGINDISABLED"]:
 		if err := u.sendLogin(tag, u.route.User, c.Password.Reveal()); err != nil {
-			return u.failed(tag, err)
+			return failed(err)
 		}
 	default:
 		return nil, &errProvider{"the provider offers neither AUTHENTICATE PLAIN nor LOGIN"}
@@ -218,7 +216,7 @@ func (u *upstream) login(c proxy.Credentials) (*loginResult, error) {
 }
 
 // failed turns a refused continuation into a login failure.
-func (u *upstream) failed(tag string, err error) (*loginResult, error) {
+func failed(err error) (*loginResult, error) {
 	var r *refused
 	if errors.As(err, &r) {
 		return r.result, nil
