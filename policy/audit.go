@@ -161,7 +161,7 @@ func writeDenied(l *slog.Logger, err error) bool {
 	if d.Host != "" {
 		attrs = append(attrs, "host", d.Host)
 	}
-	attrs = append(attrs, "detail", d.Detail)
+	attrs = append(attrs, "detail", oneLine(d.AuditDetail()))
 	l.Log(context.Background(), slog.LevelWarn, EventDenied, attrs...)
 	return true
 }

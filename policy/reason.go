@@ -45,8 +45,13 @@ type Denied struct {
 	Host string
 	// Detail says what happened in words a user can act on. It is built by
 	// mailproxy from facts it checked, never from credentials or message
-	// content.
+	// content. Fronts may show it to the app.
 	Detail string
+	// Quote is what the remote server said, when that explains the
+	// refusal (a refused STARTTLS). It goes to the audit log only: it may
+	// be text sent before TLS, which nobody vouches for and which must
+	// never reach the app.
+	Quote string
 }
 
 // Deny returns a *Denied for reason about host, with a formatted detail.
@@ -56,9 +61,18 @@ func Deny(reason Reason, host, format string, args ...any) *Denied {
 
 func (d *Denied) Error() string {
 	if d.Host != "" {
-		return fmt.Sprintf("refused (%s) for %s: %s", d.Reason, d.Host, d.Detail)
+		return fmt.Sprintf("refused (%s) for %s: %s", d.Reason, d.Host, d.AuditDetail())
 	}
-	return fmt.Sprintf("refused (%s): %s", d.Reason, d.Detail)
+	return fmt.Sprintf("refused (%s): %s", d.Reason, d.AuditDetail())
+}
+
+// AuditDetail is the detail as the audit log records it: with the server's
+// words, if any.
+func (d *Denied) AuditDetail() string {
+	if d.Quote == "" {
+		return d.Detail
+	}
+	return fmt.Sprintf("%s (the server said: %q)", d.Detail, d.Quote)
 }
 
 func (d *Denied) Unwrap() error { return d.Reason }

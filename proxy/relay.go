@@ -45,26 +45,23 @@ func (s *Session) Relay(client net.Conn, clientPending []byte, up net.Conn, upPe
 	if err := writeAll(client, upPending, idle); err != nil {
 		return fmt.Errorf("relaying to the app: %w", err)
 	}
-	toProvider := make(chan error, 1)
-	go proxyCopy(toProvider, r, up, client)
-	errDown := r.pump(client, up)
-	r.end(client, up, errDown)
-	errUp := <-toProvider
-	switch {
-	case errDown != nil && !errors.Is(errDown, errLinger):
-		return fmt.Errorf("provider to app: %w", errDown)
-	case errUp != nil && !errors.Is(errUp, errLinger):
-		return fmt.Errorf("app to provider: %w", errUp)
+	done := make(chan struct{})
+	go proxyCopy(done, r, "app to provider", up, client)
+	r.end("provider to app", client, up, r.pump(client, up))
+	<-done
+	// The first failure is the cause; the other direction's error is
+	// usually only the consequence of closing both connections.
+	if r.err != nil && !errors.Is(r.err, errLinger) {
+		return r.err
 	}
 	return nil
 }
 
 // proxyCopy copies the app's bytes to the provider. It is a named function
 // so that a goroutine dump says what each relay goroutine is.
-func proxyCopy(done chan<- error, r *relay, dst, src net.Conn) {
-	err := r.pump(dst, src)
-	r.end(dst, src, err)
-	done <- err
+func proxyCopy(done chan<- struct{}, r *relay, dir string, dst, src net.Conn) {
+	r.end(dir, dst, src, r.pump(dst, src))
+	close(done)
 }
 
 // errLinger ends the remaining direction after a half-close.
@@ -77,6 +74,7 @@ type relay struct {
 	mu         sync.Mutex
 	last       time.Time // last byte moved, either way
 	halfClosed bool      // one direction has ended
+	err        error     // the first direction's failure
 }
 
 // quiet is how long the relay may go without traffic.
@@ -122,8 +120,13 @@ func (r *relay) expired() error {
 // input, the write side of dst (half-close), and the other direction may
 // then go on until it has been quiet for linger; after an error, both
 // connections.
-func (r *relay) end(dst, src net.Conn, err error) {
+func (r *relay) end(dir string, dst, src net.Conn, err error) {
 	if err != nil {
+		r.mu.Lock()
+		if r.err == nil {
+			r.err = fmt.Errorf("%s: %w", dir, err)
+		}
+		r.mu.Unlock()
 		dst.Close()
 		src.Close()
 		return

@@ -61,6 +61,26 @@ func (c *preTLS) deny(format string, args ...any) error {
 	return policy.Deny(policy.ReasonSTARTTLS, c.host, format, args...)
 }
 
+// denyQuoting refuses, keeping the server's line for the audit log only.
+func (c *preTLS) denyQuoting(line, format string, args ...any) error {
+	d := policy.Deny(policy.ReasonSTARTTLS, c.host, format, args...)
+	d.Quote = clip(line)
+	return d
+}
+
+// RefusedError is a provider that refused service before TLS (a BYE, -ERR
+// or 554 greeting). Its Error text quotes the server for the audit log;
+// fronts show the app only that the provider refused the connection, never
+// the pre-TLS words.
+type RefusedError struct {
+	Host  string
+	Quote string
+}
+
+func (e *RefusedError) Error() string {
+	return fmt.Sprintf("%s refused the connection before TLS (it said: %q)", e.Host, e.Quote)
+}
+
 // line reads one CRLF- or LF-terminated line, without the terminator.
 func (c *preTLS) line() (string, error) {
 	var b []byte
@@ -102,9 +122,9 @@ func (c *preTLS) imap() error {
 	case strings.HasPrefix(upper, "* PREAUTH"):
 		return c.deny("the server greeted with PREAUTH on a STARTTLS port: the session would be authenticated before TLS")
 	case strings.HasPrefix(upper, "* BYE"):
-		return fmt.Errorf("the server refused the connection: %s", clip(greet))
+		return &RefusedError{Host: c.host, Quote: clip(greet)}
 	case !strings.HasPrefix(upper, "* OK"):
-		return c.deny("unexpected IMAP greeting %q", clip(greet))
+		return c.denyQuoting(greet, "the server's greeting is not IMAP")
 	}
 	caps := imapCapsFromCode(greet)
 	if caps == nil {
@@ -123,7 +143,7 @@ func (c *preTLS) imap() error {
 			}
 			if strings.HasPrefix(u, "A ") {
 				if !strings.HasPrefix(u, "A OK") {
-					return c.deny("the server refused CAPABILITY before TLS: %s", clip(l))
+					return c.denyQuoting(l, "the server refused CAPABILITY before TLS")
 				}
 				break
 			}
@@ -147,7 +167,7 @@ func (c *preTLS) imap() error {
 		if strings.HasPrefix(u, "B OK") {
 			return nil
 		}
-		return c.deny("the server refused STARTTLS: %s", clip(l))
+		return c.denyQuoting(l, "the server refused STARTTLS")
 	}
 	return c.deny("no reply to STARTTLS")
 }
@@ -175,7 +195,7 @@ func (c *preTLS) pop3() error {
 		return err
 	}
 	if !strings.HasPrefix(greet, "+OK") {
-		return fmt.Errorf("the server refused the connection: %s", clip(greet))
+		return &RefusedError{Host: c.host, Quote: clip(greet)}
 	}
 	if err := c.send("CAPA"); err != nil {
 		return err
@@ -185,7 +205,7 @@ func (c *preTLS) pop3() error {
 		return err
 	}
 	if !strings.HasPrefix(l, "+OK") {
-		return c.deny("the server has no CAPA, so it cannot offer STLS: %s", clip(l))
+		return c.denyQuoting(l, "the server has no CAPA, so it cannot offer STLS")
 	}
 	var caps []string
 	for i := 0; ; i++ {
@@ -214,7 +234,7 @@ func (c *preTLS) pop3() error {
 		return err
 	}
 	if !strings.HasPrefix(l, "+OK") {
-		return c.deny("the server refused STLS: %s", clip(l))
+		return c.denyQuoting(l, "the server refused STLS")
 	}
 	return nil
 }
@@ -227,7 +247,7 @@ func (c *preTLS) smtpReply() (code string, lines []string, err error) {
 			return "", nil, err
 		}
 		if len(l) < 3 {
-			return "", nil, c.deny("malformed SMTP reply %q", clip(l))
+			return "", nil, c.denyQuoting(l, "malformed SMTP reply")
 		}
 		if code == "" {
 			code = l[:3]
@@ -243,7 +263,7 @@ func (c *preTLS) smtpReply() (code string, lines []string, err error) {
 			return code, lines, nil
 		}
 		if l[3] != '-' {
-			return "", nil, c.deny("malformed SMTP reply %q", clip(l))
+			return "", nil, c.denyQuoting(l, "malformed SMTP reply")
 		}
 	}
 	return "", nil, c.deny("the server's reply does not end")
@@ -256,7 +276,7 @@ func (c *preTLS) smtp(ehloName string) error {
 		return err
 	}
 	if code != "220" {
-		return fmt.Errorf("the server refused the connection: %s %s", code, clip(strings.Join(lines, " ")))
+		return &RefusedError{Host: c.host, Quote: clip(code + " " + strings.Join(lines, " "))}
 	}
 	if err := c.send("EHLO " + ehloName); err != nil {
 		return err
@@ -285,7 +305,7 @@ func (c *preTLS) smtp(ehloName string) error {
 		return err
 	}
 	if code != "220" {
-		return c.deny("the server refused STARTTLS: %s %s", code, clip(strings.Join(lines, " ")))
+		return c.denyQuoting(code+" "+strings.Join(lines, " "), "the server refused STARTTLS")
 	}
 	return nil
 }

@@ -13,6 +13,7 @@ import (
 	"mailproxy/policy"
 	"mailproxy/proxy"
 	"mailproxy/proxy/imap"
+	"mailproxy/proxy/pop3"
 	"mailproxy/tlsconf"
 )
 
@@ -24,6 +25,7 @@ const shutdownGrace = 30 * time.Second
 func fronts() map[policy.Proto]proxy.Front {
 	return map[policy.Proto]proxy.Front{
 		policy.IMAP: imap.Front{},
+		policy.POP3: pop3.Front{},
 	}
 }
 

@@ -341,3 +341,52 @@ func NeedTool(t testing.TB, name string) string {
 	}
 	return p
 }
+
+// Scripted runs a hand-played server on 127.0.0.1 — a provider that
+// misbehaves on cue — and returns its address. cfg nil means plaintext
+// (for STARTTLS scripts, which upgrade with tls.Server themselves); else
+// implicit TLS. handle gets each connection as a transcript; an expectation
+// it fails ends that handler only (the test then fails on what the app
+// sees), since t.Fatal must not be called off the test goroutine.
+func Scripted(t testing.TB, cfg *tls.Config, handle func(c *Conn)) string {
+	t.Helper()
+	var ln net.Listener
+	var err error
+	if cfg != nil {
+		ln, err = tls.Listen("tcp", "127.0.0.1:0", cfg)
+	} else {
+		ln, err = net.Listen("tcp", "127.0.0.1:0")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				defer func() { recover() }()
+				c.SetDeadline(time.Now().Add(30 * time.Second))
+				handle(Wrap(scriptT{}, c))
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// scriptT turns a failed expectation in a script into a panic that
+// Scripted recovers.
+type scriptT struct{ testing.TB }
+
+func (scriptT) Helper()               {}
+func (scriptT) Fatalf(string, ...any) { panic("scripted server: unexpected input") }
+func (scriptT) Fatal(...any)          { panic("scripted server: unexpected input") }

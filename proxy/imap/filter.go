@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"mailproxy/policy"
+	"mailproxy/proxy"
 )
 
 // The login reply is the only provider text mailproxy edits, and only in
@@ -80,7 +81,7 @@ func (f *session) referral(urls string) {
 			continue
 		}
 		f.s.Deny(policy.ReasonNonProviderHost, host,
-			"the provider referred the login to %s, outside provider %q's hosts; the referral was removed", clipProvider(u), f.up.route.Provider.Name)
+			"the provider referred the login to %s, outside provider %q's hosts; the referral was removed", proxy.Printable(u, 200), f.up.route.Provider.Name)
 	}
 }
 

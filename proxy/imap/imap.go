@@ -74,7 +74,7 @@ func (Front) Serve(ctx context.Context, s *proxy.Session) error {
 	if route, ok := s.FixedRoute(); ok {
 		up, err := connect(ctx, s, route)
 		if err != nil {
-			f.write("* BYE [UNAVAILABLE] %s\r\n", explain(err))
+			f.write("* BYE [UNAVAILABLE] %s\r\n", proxy.Explain(err))
 			return err
 		}
 		f.up = up
@@ -199,7 +199,7 @@ func (f *session) login(ctx context.Context, tag string, creds proxy.Credentials
 	}
 	route, err := s.Route(creds.Username)
 	if err != nil {
-		return false, f.write("%s NO [CONTACTADMIN] %s\r\n", tag, explain(err))
+		return false, f.write("%s NO [CONTACTADMIN] %s\r\n", tag, proxy.ExplainRoute(err))
 	}
 	if f.up == nil || f.up.route.Provider != route.Provider || f.up.route.Endpoint != route.Endpoint {
 		if f.up != nil {
@@ -208,7 +208,7 @@ func (f *session) login(ctx context.Context, tag string, creds proxy.Credentials
 		}
 		up, err := connect(ctx, s, route)
 		if err != nil {
-			return false, f.write("%s NO [UNAVAILABLE] %s\r\n", tag, explain(err))
+			return false, f.write("%s NO [UNAVAILABLE] %s\r\n", tag, proxy.Explain(err))
 		}
 		f.up = up
 	}
@@ -218,7 +218,7 @@ func (f *session) login(ctx context.Context, tag string, creds proxy.Credentials
 	if err != nil {
 		f.up.conn.Close()
 		f.up = nil
-		f.write("%s NO [UNAVAILABLE] %s\r\n", tag, explain(err))
+		f.write("%s NO [UNAVAILABLE] %s\r\n", tag, proxy.Explain(err))
 		return false, nil
 	}
 	s.Audit.Auth(creds.Username, res.ok)
@@ -263,17 +263,4 @@ func (f *session) capabilities() string {
 		caps = append(caps, "LITERAL-")
 	}
 	return strings.Join(append(caps, "ID"), " ")
-}
-
-// explain words an error for the app.
-func explain(err error) string {
-	var d *policy.Denied
-	if errors.As(err, &d) {
-		return fmt.Sprintf("mailproxy refused the provider (reason: %s): %s", d.Reason, clipProvider(d.Detail))
-	}
-	var pe *errProvider
-	if errors.As(err, &pe) {
-		return clipProvider(pe.msg)
-	}
-	return "mailproxy cannot reach the provider: " + clipProvider(err.Error())
 }

@@ -504,6 +504,7 @@ func TestLimits(t *testing.T) {
 	c.ExpectClosed(5 * time.Second)
 
 	// Two sessions may run; the third is turned away.
+	p.Audit.WaitFor(t, "session.end", 2)
 	c1 := testkit.Dial(t, p.Addr)
 	c1.Expect("* OK *")
 	c2 := testkit.Dial(t, p.Addr)
@@ -557,4 +558,43 @@ func TestSilentIdleSurvives(t *testing.T) {
 func isTimeout(err error) bool {
 	ne, ok := err.(interface{ Timeout() bool })
 	return ok && ne.Timeout()
+}
+
+// TestPreTLSTextNeverReachesApp: what a provider says before TLS is not
+// vouched for by anyone; it may go to the audit log, never to the app.
+func TestPreTLSTextNeverReachesApp(t *testing.T) {
+	pki := testkit.NewPKI(t)
+	for _, tc := range []struct {
+		name, greeting, starttls, want, reason string
+	}{
+		{"STARTTLS refused", "* OK [CAPABILITY IMAP4rev1 STARTTLS] ready", "b NO [ALERT] visit http://phish.example/",
+			"* BYE [UNAVAILABLE] mailproxy refused the provider (reason: starttls): the server refused STARTTLS", "starttls"},
+		{"BYE greeting", "* BYE [ALERT] visit http://phish.example/", "",
+			"* BYE [UNAVAILABLE] the provider refused the connection; try again later", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			addr := testkit.Scripted(t, nil, func(c *testkit.Conn) {
+				c.Send("%s", tc.greeting)
+				if tc.starttls != "" {
+					c.Expect("b STARTTLS")
+					c.Send("%s", tc.starttls)
+				}
+				c.Line()
+			})
+			p := start(t, pki, "imap://"+addr)
+			c := testkit.Dial(t, p.Addr)
+			got := c.Line()
+			if got != tc.want || strings.Contains(got, "phish") {
+				t.Errorf("app got %q, want %q", got, tc.want)
+			}
+			c.ExpectClosed(5 * time.Second)
+			p.Audit.WaitFor(t, "session.end", 1)
+			if !strings.Contains(p.Audit.String(), "phish.example") {
+				t.Errorf("the audit log lost what the server said")
+			}
+			if d := p.Audit.Find(t, "policy.denied"); tc.reason != "" && (len(d) != 1 || d[0]["reason"] != tc.reason) {
+				t.Errorf("policy.denied %v", d)
+			}
+		})
+	}
 }

@@ -7,7 +7,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	goimap "github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
@@ -99,45 +98,12 @@ type discardLogger struct{}
 
 func (discardLogger) Printf(string, ...any) {}
 
-// scripted runs a hand-played IMAP provider over implicit TLS: handle gets
-// each connection as a transcript.
+// scripted runs a hand-played IMAP provider over implicit TLS (see
+// testkit.Scripted).
 func scripted(t testing.TB, pki *testkit.PKI, handle func(c *testkit.Conn)) string {
 	t.Helper()
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", pki.ServerConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				defer func() { recover() }() // a failed Fatalf in a handler ends the handler only
-				c.SetDeadline(time.Now().Add(30 * time.Second))
-				handle(testkit.Wrap(&fakeT{}, c))
-			}()
-		}
-	}()
-	return "imaps://" + ln.Addr().String()
+	return "imaps://" + testkit.Scripted(t, pki.ServerConfig(), handle)
 }
-
-// fakeT lets a transcript run in a server goroutine: a failure panics the
-// handler (recovered above) instead of calling t.Fatal off the test
-// goroutine.
-type fakeT struct{ testing.TB }
-
-func (fakeT) Helper()                        {}
-func (fakeT) Fatalf(format string, a ...any) { panic("scripted provider: " + format) }
-func (fakeT) Fatal(a ...any)                 { panic("scripted provider failed") }
 
 // start runs mailproxy's IMAP front before provider.
 func start(t testing.TB, pki *testkit.PKI, endpoint string, opts ...testkit.ProxyOptions) *testkit.Proxy {

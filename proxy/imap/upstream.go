@@ -33,11 +33,6 @@ type upstream struct {
 	tagN  int
 }
 
-// errProvider is a provider that broke the protocol or refused service.
-type errProvider struct{ msg string }
-
-func (e *errProvider) Error() string { return e.msg }
-
 // connect dials the provider of route and reads its greeting and its
 // capabilities over TLS. Nothing the provider sent before TLS is kept.
 func connect(ctx context.Context, s *proxy.Session, route policy.Route) (*upstream, error) {
@@ -56,11 +51,11 @@ func connect(ctx context.Context, s *proxy.Session, route policy.Route) (*upstre
 		case strings.HasPrefix(up, "* OK"):
 			u.caps = capsFromCode(greet) // under TLS: trustworthy
 		case strings.HasPrefix(up, "* PREAUTH"):
-			return nil, &errProvider{"the provider greeted with PREAUTH: it would not check the app's login, so mailproxy refuses it"}
+			return nil, &proxy.ProviderError{Msg: "the provider greeted with PREAUTH: it would not check the app's login, so mailproxy refuses it"}
 		case strings.HasPrefix(up, "* BYE"):
-			return nil, &errProvider{"the provider refused the connection: " + clipProvider(greet)}
+			return nil, &proxy.ProviderError{Msg: "the provider refused the connection: " + proxy.Printable(greet, 200)}
 		default:
-			return nil, &errProvider{"the provider's greeting is not IMAP: " + clipProvider(greet)}
+			return nil, &proxy.ProviderError{Msg: "the provider's greeting is not IMAP: " + proxy.Printable(greet, 200)}
 		}
 	}
 	if u.caps == nil {
@@ -92,7 +87,7 @@ func (u *upstream) line() (string, error) {
 	l, err := proxy.ReadLine(u.br, maxUpstreamLine)
 	if err != nil {
 		if errors.Is(err, io.EOF) {
-			return "", &errProvider{"the provider closed the connection"}
+			return "", &proxy.ProviderError{Msg: "the provider closed the connection"}
 		}
 		return "", fmt.Errorf("reading from the provider: %w", err)
 	}
@@ -115,7 +110,7 @@ func (u *upstream) response() (first string, raw []byte, err error) {
 			return first, raw, nil
 		}
 		if i == maxUpstreamLines || len(raw)+n > maxUpstreamResponse {
-			return "", nil, &errProvider{"the provider's response is too long"}
+			return "", nil, &proxy.ProviderError{Msg: "the provider's response is too long"}
 		}
 		lit := make([]byte, n)
 		if _, err := io.ReadFull(u.br, lit); err != nil {
@@ -165,12 +160,12 @@ func (u *upstream) capability() error {
 		}
 		if strings.HasPrefix(first, tag+" ") {
 			if !strings.HasPrefix(up[len(tag)+1:], "OK") {
-				return &errProvider{"the provider refused CAPABILITY: " + clipProvider(first)}
+				return &proxy.ProviderError{Msg: "the provider refused CAPABILITY: " + proxy.Printable(first, 200)}
 			}
 			return nil
 		}
 	}
-	return &errProvider{"no end to the provider's CAPABILITY reply"}
+	return &proxy.ProviderError{Msg: "no end to the provider's CAPABILITY reply"}
 }
 
 // loginResult is the provider's answer to a login.
@@ -210,7 +205,7 @@ func (u *upstream) login(c proxy.Credentials) (*loginResult, error) {
 			return failed(err)
 		}
 	default:
-		return nil, &errProvider{"the provider offers neither AUTHENTICATE PLAIN nor LOGIN"}
+		return nil, &proxy.ProviderError{Msg: "the provider offers neither AUTHENTICATE PLAIN nor LOGIN"}
 	}
 	return u.result(tag)
 }
@@ -249,7 +244,7 @@ func (u *upstream) expectContinuation(tag string) error {
 			untagged = append(untagged, raw...)
 		}
 	}
-	return &errProvider{"no continuation from the provider"}
+	return &proxy.ProviderError{Msg: "no continuation from the provider"}
 }
 
 // sendLogin sends LOGIN with each argument as a quoted string, or as a
@@ -312,7 +307,7 @@ func (u *upstream) result(tag string) (*loginResult, error) {
 		}
 		untagged.Write(raw)
 	}
-	return nil, &errProvider{"no end to the provider's login reply"}
+	return nil, &proxy.ProviderError{Msg: "no end to the provider's login reply"}
 }
 
 func (u *upstream) parseTagged(tag, line string) *loginResult {
@@ -337,17 +332,4 @@ func capsFromCode(line string) map[string]bool {
 		caps[c] = true
 	}
 	return caps
-}
-
-// clipProvider shortens provider text for an error message.
-func clipProvider(s string) string {
-	if len(s) > 200 {
-		s = s[:200] + "..."
-	}
-	return strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return '?'
-		}
-		return r
-	}, s)
 }

@@ -1,0 +1,193 @@
+// Package pop3 is mailproxy's POP3 front. It handles the app's
+// AUTHORIZATION state itself (CAPA, STLS, USER, PASS, AUTH PLAIN and LOGIN,
+// NOOP, QUIT; RFC 1939, RFC 2449, RFC 2595, RFC 5034), logs in at the
+// provider with the same credentials over policed TLS, relays the
+// provider's +OK or -ERR (response codes included, RFC 2449 §8, RFC 3206),
+// and then splices the two byte streams without parsing them, so that
+// RETR, TOP, UIDL and every extension pass untouched.
+//
+// It never offers APOP or a challenge mechanism (they need the cleartext
+// password at the provider), never forwards text the provider sent before
+// TLS, and never writes a credential or message content anywhere but to
+// the provider and the app.
+package pop3
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"time"
+
+	"mailproxy/config"
+	"mailproxy/policy"
+	"mailproxy/proxy"
+)
+
+// Front serves POP3 sessions. The zero value is ready to use.
+type Front struct{}
+
+var _ proxy.Front = Front{}
+
+// Refuse turns an app away before its session starts. [SYS/TEMP] (RFC
+// 3206 §5) tells the app to try again later.
+func (Front) Refuse(w io.Writer, _ policy.Reason, text string) {
+	fmt.Fprintf(w, "-ERR [SYS/TEMP] %s\r\n", text)
+}
+
+// session is one POP3 session until the relay takes over.
+type session struct {
+	s  *proxy.Session
+	br *bufio.Reader
+	up *upstream
+	// user is the argument of the last USER, waiting for PASS.
+	user    string
+	hasUser bool
+}
+
+func (f *session) reset() {
+	f.br = bufio.NewReaderSize(f.s.Client, 4096)
+	f.user, f.hasUser = "", false
+}
+
+// writeTimeout bounds one write to the app before login.
+const writeTimeout = 30 * time.Second
+
+func (f *session) write(format string, args ...any) error {
+	f.s.Client.SetWriteDeadline(time.Now().Add(writeTimeout))
+	_, err := fmt.Fprintf(f.s.Client, format, args...)
+	return err
+}
+
+// Serve runs one session.
+func (Front) Serve(ctx context.Context, s *proxy.Session) error {
+	f := &session{s: s}
+	if s.Settings.Listener.LocalSecurity == config.LocalTLS {
+		if err := s.StartLocalTLS(nil); err != nil {
+			return err
+		}
+	}
+	f.reset()
+	s.Client.SetReadDeadline(s.PreauthDeadline())
+
+	// With a fixed provider, connect before greeting the app, so that an
+	// unreachable or refused provider is a clear -ERR rather than a hang.
+	if route, ok := s.FixedRoute(); ok {
+		up, err := connect(ctx, s, route)
+		if err != nil {
+			f.write("-ERR [SYS/TEMP] %s\r\n", proxy.Explain(err))
+			return err
+		}
+		f.up = up
+	}
+	// The greeting carries no APOP timestamp (RFC 1939 §7), so the app
+	// is never tempted to send a digest mailproxy cannot relay.
+	if err := f.write("+OK mailproxy ready\r\n"); err != nil {
+		return err
+	}
+	for {
+		line, err := proxy.ReadLine(f.br, s.Settings.Limits.MaxLine)
+		if err != nil {
+			if errors.Is(err, proxy.ErrLineTooLong) {
+				return f.limit("a command line before login is over max_line (%d bytes)", s.Settings.Limits.MaxLine)
+			}
+			return f.readError(err)
+		}
+		done, err := f.handle(ctx, string(line))
+		if done || err != nil {
+			return err
+		}
+	}
+}
+
+// readError ends the session after a failed read from the app.
+func (f *session) readError(err error) error {
+	switch {
+	case proxy.IsTimeout(err):
+		f.write("-ERR Autologout: no login within %v\r\n", f.s.Settings.Limits.PreauthTimeout)
+		f.s.Deny(policy.ReasonLimit, "", "the app did not log in within preauth_timeout (%v)", f.s.Settings.Limits.PreauthTimeout)
+		return proxy.ErrPreauthTimeout
+	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
+		return nil
+	}
+	return err
+}
+
+// limit ends the session for a limit, auditing it.
+func (f *session) limit(format string, args ...any) error {
+	f.write("-ERR Line too long, closing the connection\r\n")
+	return f.s.Deny(policy.ReasonLimit, "", format, args...)
+}
+
+// handle runs one command of the AUTHORIZATION state (RFC 1939 §4); done
+// means the session is over (the app quit, or logged in and the relay has
+// ended).
+func (f *session) handle(ctx context.Context, line string) (done bool, err error) {
+	keyword, arg, _ := strings.Cut(line, " ")
+	keyword = strings.ToUpper(keyword)
+	switch keyword {
+	case "CAPA":
+		return false, f.write("%s", f.capa())
+	case "NOOP":
+		return false, f.write("+OK\r\n")
+	case "QUIT":
+		// RFC 1939 §4: QUIT in the AUTHORIZATION state changes nothing.
+		f.write("+OK mailproxy signing off\r\n")
+		if f.up != nil {
+			f.up.quit()
+		}
+		return true, nil
+	case "STLS":
+		return f.stls()
+	case "USER", "PASS", "AUTH":
+		if !f.s.PlaintextAuthAllowed() {
+			f.user, f.hasUser = "", false
+			return false, f.write("-ERR [AUTH] Use STLS before logging in on this listener\r\n")
+		}
+		switch keyword {
+		case "USER":
+			return false, f.userCmd(arg)
+		case "PASS":
+			return f.pass(ctx, arg)
+		}
+		return f.auth(ctx, arg)
+	case "APOP":
+		return false, f.write("-ERR APOP is not offered: mailproxy needs the password itself to log in at the provider; use USER and PASS, or AUTH PLAIN\r\n")
+	case "":
+		return false, f.write("-ERR Empty command\r\n")
+	}
+	return false, f.write("-ERR %s is not available before login (mailproxy answers CAPA, STLS, USER, PASS, AUTH, NOOP and QUIT until then)\r\n", clip(keyword))
+}
+
+// stls starts local TLS with the app (RFC 2595 §4). What the app said
+// before, such as a USER, is forgotten.
+func (f *session) stls() (bool, error) {
+	if !f.s.OffersSTARTTLS() {
+		if f.s.ClientIsTLS() {
+			return false, f.write("-ERR Already under TLS\r\n")
+		}
+		return false, f.write("-ERR STLS is not offered on this listener\r\n")
+	}
+	if err := f.write("+OK Begin TLS negotiation now\r\n"); err != nil {
+		return true, err
+	}
+	if err := f.s.StartLocalTLS(f.br); err != nil {
+		return true, err
+	}
+	f.reset()
+	f.s.Client.SetReadDeadline(f.s.PreauthDeadline())
+	return false, nil
+}
+
+// clip shortens text the app sent for an answer.
+func clip(s string) string {
+	return proxy.Printable(s, 40)
+}
+
+// clip200 shortens text for an answer or an error.
+func clip200(s string) string {
+	return proxy.Printable(s, 200)
+}

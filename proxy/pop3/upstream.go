@@ -1,0 +1,281 @@
+package pop3
+
+import (
+	"bufio"
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"mailproxy/policy"
+	"mailproxy/proxy"
+	"mailproxy/tlsconf"
+)
+
+// Bounds on what the provider may send before the relay starts.
+const (
+	maxUpstreamLine  = 64 << 10
+	maxUpstreamLines = 1000
+	// maxCommand is the longest command line, CRLF included, that RFC
+	// 2449 §4 lets a client send; RFC 5034 §4 sends a longer initial
+	// response after a "+" challenge instead.
+	maxCommand = 255
+)
+
+// upstream is the provider's side of a session until the login succeeds.
+type upstream struct {
+	conn  *tlsconf.Upstream
+	br    *bufio.Reader
+	route policy.Route
+	// caps maps each capability the provider listed (upper case) to its
+	// arguments (upper case); nil when it has no CAPA (a plain RFC 1939
+	// server).
+	caps map[string][]string
+}
+
+// errLogin is a login mailproxy cannot forward to this provider; code is
+// the response code the app gets.
+type errLogin struct{ code, msg string }
+
+func (e *errLogin) Error() string { return e.msg }
+
+// errGone marks a provider connection found closed before it answered.
+var errGone = errors.New("the provider closed the connection")
+
+// connect dials the provider of route under the policy and reads its
+// greeting (implicit TLS) and capabilities over TLS. tlsconf has already
+// thrown away everything said before STLS; CAPA is asked again here, as
+// RFC 2595 §4 requires.
+func connect(ctx context.Context, s *proxy.Session, route policy.Route) (*upstream, error) {
+	conn, err := s.Dial(ctx, route)
+	if err != nil {
+		return nil, err
+	}
+	u := &upstream{conn: conn, br: bufio.NewReaderSize(conn, 4096), route: route}
+	u.deadline(s)
+	if err := u.greeting(); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	if err := u.capa(); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return u, nil
+}
+
+// greeting reads the greeting of an implicit-TLS connection. After STLS
+// there is none (RFC 2595 §4).
+func (u *upstream) greeting() error {
+	if u.conn.AfterSTARTTLS {
+		return nil
+	}
+	greet, err := u.line()
+	if err != nil {
+		return err
+	}
+	switch {
+	case isOK(greet):
+		return nil
+	case isERR(greet):
+		return &proxy.ProviderError{Msg: "the provider refused the connection: " + clip200(greet)}
+	}
+	return &proxy.ProviderError{Msg: "the provider's greeting is not POP3: " + clip200(greet)}
+}
+
+func (u *upstream) deadline(s *proxy.Session) {
+	u.conn.SetDeadline(time.Now().Add(s.Settings.Limits.CommandTimeout))
+}
+
+func (u *upstream) send(line string) error {
+	if _, err := io.WriteString(u.conn, line+"\r\n"); err != nil {
+		return fmt.Errorf("writing to the provider: %w", err)
+	}
+	return nil
+}
+
+// line reads one line of the provider.
+func (u *upstream) line() (string, error) {
+	l, err := proxy.ReadLine(u.br, maxUpstreamLine)
+	if err != nil {
+		switch {
+		case errors.Is(err, io.EOF):
+			return "", errGone
+		case errors.Is(err, proxy.ErrLineTooLong):
+			return "", &proxy.ProviderError{Msg: "the provider sent a line over 64 KiB"}
+		}
+		return "", fmt.Errorf("reading from the provider: %w", err)
+	}
+	return string(l), nil
+}
+
+// isOK and isERR tell the status indicators apart (RFC 1939 §3); a "+ "
+// continuation (RFC 5034 §4) is neither.
+func isOK(l string) bool  { return l == "+OK" || strings.HasPrefix(l, "+OK ") }
+func isERR(l string) bool { return l == "-ERR" || strings.HasPrefix(l, "-ERR ") }
+
+// capa asks for the capabilities (RFC 2449 §5). A provider without CAPA
+// answers -ERR and is taken to offer USER and PASS only.
+func (u *upstream) capa() error {
+	if err := u.send("CAPA"); err != nil {
+		return err
+	}
+	l, err := u.line()
+	if err != nil {
+		return err
+	}
+	if !isOK(l) {
+		u.caps = nil
+		return nil
+	}
+	u.caps = map[string][]string{}
+	for range maxUpstreamLines {
+		l, err := u.line()
+		if err != nil {
+			return err
+		}
+		if l == "." {
+			return nil
+		}
+		// Dot-stuffing of a multi-line response (RFC 1939 §3).
+		l = strings.TrimPrefix(l, ".")
+		if f := strings.Fields(strings.ToUpper(l)); len(f) > 0 {
+			u.caps[f[0]] = f[1:]
+		}
+	}
+	return &proxy.ProviderError{Msg: "no end to the provider's CAPA reply"}
+}
+
+// has reports a capability the provider listed.
+func (u *upstream) has(name string) bool {
+	_, ok := u.caps[name]
+	return ok
+}
+
+// hasSASL reports a SASL mechanism the provider listed (RFC 2449 §6.3).
+func (u *upstream) hasSASL(mech string) bool {
+	for _, m := range u.caps["SASL"] {
+		if m == mech {
+			return true
+		}
+	}
+	return false
+}
+
+// loginResult is the provider's answer to a login.
+type loginResult struct {
+	ok bool
+	// line is the provider's status line, forwarded to the app as it is.
+	line string
+}
+
+// login logs in with the app's credentials: AUTH PLAIN (RFC 5034, RFC
+// 4616) when the provider lists SASL PLAIN, else USER and PASS (RFC 1939
+// §7). An error wrapping errGone means the provider had closed the
+// connection before it saw the attempt.
+func (u *upstream) login(c proxy.Credentials) (*loginResult, error) {
+	user, pass := u.route.User, c.Password.Reveal()
+	switch {
+	case u.hasSASL("PLAIN"):
+		ir := base64.StdEncoding.EncodeToString([]byte(c.Authzid + "\x00" + user + "\x00" + pass))
+		if len("AUTH PLAIN "+ir+"\r\n") <= maxCommand {
+			if err := u.send("AUTH PLAIN " + ir); err != nil {
+				return nil, gone(err)
+			}
+			return u.result(true)
+		}
+		if err := u.send("AUTH PLAIN"); err != nil {
+			return nil, gone(err)
+		}
+		l, err := u.line()
+		if err != nil {
+			return nil, gone(err)
+		}
+		if !isContinuation(l) {
+			return u.status(l)
+		}
+		if err := u.send(ir); err != nil {
+			return nil, err
+		}
+		return u.result(false)
+	case u.caps == nil || u.has("USER"):
+		if strings.ContainsAny(user+pass, "\r\n\x00") {
+			return nil, &errLogin{"AUTH", "the user name or password holds characters that USER and PASS cannot carry, and the provider has no SASL PLAIN"}
+		}
+		if c.Authzid != "" && c.Authzid != c.Username {
+			return nil, &errLogin{"AUTH", "the provider has no SASL PLAIN, so mailproxy cannot pass on an authorization identity"}
+		}
+		if err := u.send("USER " + user); err != nil {
+			return nil, gone(err)
+		}
+		l, err := u.line()
+		if err != nil {
+			return nil, gone(err)
+		}
+		if !isOK(l) {
+			return u.status(l)
+		}
+		if err := u.send("PASS " + pass); err != nil {
+			return nil, err
+		}
+		return u.result(false)
+	}
+	return nil, &errLogin{"SYS/PERM", "the provider offers neither SASL PLAIN nor USER and PASS, which is what mailproxy can relay"}
+}
+
+// gone marks an error on the first exchange of a login: a write that
+// failed or a connection found closed (not a timeout) means the provider
+// never saw the attempt.
+func gone(err error) error {
+	if proxy.IsTimeout(err) || errors.Is(err, errGone) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", errGone, err)
+}
+
+func isContinuation(l string) bool { return l == "+" || strings.HasPrefix(l, "+ ") }
+
+// result reads the status line that ends a login. A "+" challenge asks
+// for more than PLAIN has, so it is cancelled with "*" (RFC 5034 §4).
+func (u *upstream) result(first bool) (*loginResult, error) {
+	for range maxUpstreamLines {
+		l, err := u.line()
+		if err != nil {
+			if first {
+				return nil, gone(err)
+			}
+			return nil, err
+		}
+		first = false
+		if isContinuation(l) {
+			if err := u.send("*"); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		return u.status(l)
+	}
+	return nil, &proxy.ProviderError{Msg: "no end to the provider's login reply"}
+}
+
+// status turns a status line into a result.
+func (u *upstream) status(l string) (*loginResult, error) {
+	switch {
+	case isOK(l):
+		return &loginResult{ok: true, line: l}, nil
+	case isERR(l):
+		return &loginResult{ok: false, line: l}, nil
+	}
+	return nil, &proxy.ProviderError{Msg: "the provider's login reply is not POP3: " + clip200(l)}
+}
+
+// quit ends the provider's session politely when the app quits before
+// logging in. The answer does not matter: the connection closes with the
+// session.
+func (u *upstream) quit() {
+	u.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
+	u.send("QUIT")
+}
