@@ -72,6 +72,9 @@ func demoCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "mailproxy demo: internal configuration error:", err)
 		return exitFailure
 	}
+	sig := make(chan os.Signal, 2)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sig)
 	audit := policy.NewAudit(stderr, c.Level)
 	srv := &proxy.Server{Audit: audit, Dialer: &tlsconf.Dialer{}, Fronts: fronts(), LocalTLS: localTLS(c)}
 	ctx := context.Background()
@@ -80,10 +83,6 @@ func demoCmd(args []string, stdout, stderr io.Writer) int {
 		return exitFailure
 	}
 	printDemo(stdout, c, ports, prov)
-
-	sig := make(chan os.Signal, 2)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sig)
 	select {
 	case <-sig:
 	case err := <-srv.Err():

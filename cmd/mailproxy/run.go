@@ -14,6 +14,7 @@ import (
 	"mailproxy/proxy"
 	"mailproxy/proxy/imap"
 	"mailproxy/proxy/pop3"
+	"mailproxy/proxy/smtp"
 	"mailproxy/tlsconf"
 )
 
@@ -26,6 +27,7 @@ func fronts() map[policy.Proto]proxy.Front {
 	return map[policy.Proto]proxy.Front{
 		policy.IMAP: imap.Front{},
 		policy.POP3: pop3.Front{},
+		policy.SMTP: smtp.Front{},
 	}
 }
 
@@ -55,6 +57,12 @@ func runCmd(args []string, stdout, stderr io.Writer) int {
 	}
 	defer closer.Close()
 
+	// Signals are caught before any listener is up: a SIGHUP sent as soon
+	// as listener.start appears must reload, not kill.
+	sig := make(chan os.Signal, 4)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sig)
+
 	srv := &proxy.Server{Audit: audit, Dialer: &tlsconf.Dialer{}, Fronts: fronts(), LocalTLS: localTLS(c)}
 	c = servable(c, srv.Fronts, stderr)
 	ctx := context.Background()
@@ -62,7 +70,7 @@ func runCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "mailproxy:", err)
 		return exitFailure
 	}
-	return serveUntilSignal(ctx, srv, c, *path, *provider, audit, stderr)
+	return serveUntilSignal(ctx, sig, srv, c, *path, *provider, audit, stderr)
 }
 
 // servable drops listeners of protocols this build has no front for.
@@ -81,10 +89,7 @@ func servable(c *config.Config, fronts map[policy.Proto]proxy.Front, stderr io.W
 
 // serveUntilSignal waits for SIGINT/SIGTERM (graceful stop) and SIGHUP
 // (reload the configuration).
-func serveUntilSignal(ctx context.Context, srv *proxy.Server, c *config.Config, path, provider string, audit *policy.Audit, stderr io.Writer) int {
-	sig := make(chan os.Signal, 4)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-	defer signal.Stop(sig)
+func serveUntilSignal(ctx context.Context, sig <-chan os.Signal, srv *proxy.Server, c *config.Config, path, provider string, audit *policy.Audit, stderr io.Writer) int {
 	for {
 		select {
 		case err := <-srv.Err():

@@ -1,0 +1,157 @@
+package smtp
+
+import (
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"mailproxy/proxy"
+)
+
+// appConn is the app's connection as go-smtp's server sees it.
+//
+// It sets a read deadline before every read (go-smtp's own ReadTimeout is
+// set once per command line, so it would bound a whole DATA transfer rather
+// than each silence in it), remembers when a read timed out, and tells the
+// one-connection listener when go-smtp has closed it. It does not close the
+// app's connection itself: proxy.Listener does that after Serve, with its
+// half-close and drain, so that a last reply (221) is not lost to a reset.
+type appConn struct {
+	net.Conn
+	deadline func() (time.Time, bool)
+	done     chan struct{} // closed by Close
+	// hide8BitMIME drops go-smtp's fixed "250-8BITMIME" EHLO line when the
+	// provider has no 8BITMIME (RFC 6152): the app must then send 7-bit.
+	hide8BitMIME atomic.Bool
+
+	mu      sync.Mutex
+	closed  bool
+	ended   bool // reads return io.EOF: the front ends the session
+	timeout bool // a read hit its deadline
+	preauth bool // ... and that deadline was the pre-login one
+	setPA   bool // the deadline now set is the pre-login one
+}
+
+func newAppConn(c net.Conn, deadline func() (time.Time, bool)) *appConn {
+	return &appConn{Conn: c, deadline: deadline, done: make(chan struct{})}
+}
+
+func (c *appConn) Read(b []byte) (int, error) {
+	c.mu.Lock()
+	switch {
+	case c.closed:
+		c.mu.Unlock()
+		return 0, net.ErrClosed
+	case c.ended:
+		c.mu.Unlock()
+		return 0, io.EOF
+	}
+	// Under the lock, so that a concurrent Close's deadline in the past
+	// cannot be overwritten by this one.
+	d, preauth := c.deadline()
+	c.Conn.SetReadDeadline(d)
+	c.setPA = preauth
+	c.mu.Unlock()
+
+	n, err := c.Conn.Read(b)
+	if err != nil && proxy.IsTimeout(err) {
+		c.mu.Lock()
+		if c.closed {
+			err = net.ErrClosed
+		} else {
+			// go-smtp answers this one timeout with 421 4.4.2; after
+			// that the app has nothing more to say.
+			c.timeout, c.preauth, c.ended = true, c.setPA, true
+		}
+		c.mu.Unlock()
+	}
+	return n, err
+}
+
+// ehlo8BitMIME is the line go-smtp's server always writes in its EHLO
+// reply (never the last one). go-smtp flushes every reply line on its own,
+// so it arrives here as one Write, and no other server output is this line.
+const ehlo8BitMIME = "250-8BITMIME\r\n"
+
+func (c *appConn) Write(b []byte) (int, error) {
+	c.mu.Lock()
+	closed := c.closed
+	c.mu.Unlock()
+	if closed {
+		return 0, net.ErrClosed
+	}
+	if c.hide8BitMIME.Load() && string(b) == ehlo8BitMIME {
+		return len(b), nil
+	}
+	return c.Conn.Write(b)
+}
+
+// Close is go-smtp ending the conversation. Reads fail from now on (a
+// blocked one too), which ends go-smtp's loop.
+func (c *appConn) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.closed {
+		c.closed = true
+		c.Conn.SetReadDeadline(time.Unix(1, 0))
+		close(c.done)
+	}
+	return nil
+}
+
+// end makes reads report the end of input once go-smtp has used up what
+// it has buffered: the session is over after the reply being written (a
+// 421 for a provider connection that is gone).
+func (c *appConn) end() {
+	c.mu.Lock()
+	c.ended = true
+	c.mu.Unlock()
+}
+
+// abort closes the app's connection for real (the session's context ended).
+func (c *appConn) abort() {
+	c.Close()
+	c.Conn.Close()
+}
+
+// timedOut reports whether a read timed out, and whether at the pre-login
+// deadline.
+func (c *appConn) timedOut() (preauth, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.preauth, c.timeout
+}
+
+// NetConn returns the connection below, for proxy's half-close helpers.
+func (c *appConn) NetConn() net.Conn { return c.Conn }
+
+// oneConnListener hands go-smtp's Server.Serve a single connection, then
+// blocks until that connection is closed and reports itself closed, which
+// makes Serve return.
+type oneConnListener struct {
+	conn     *appConn
+	accepted bool // only Serve's goroutine calls Accept
+	closed   chan struct{}
+	once     sync.Once
+}
+
+func (l *oneConnListener) Accept() (net.Conn, error) {
+	if !l.accepted {
+		l.accepted = true
+		return l.conn, nil
+	}
+	select {
+	case <-l.conn.done:
+	case <-l.closed:
+	}
+	return nil, net.ErrClosed
+}
+
+func (l *oneConnListener) Close() error {
+	l.once.Do(func() { close(l.closed) })
+	return nil
+}
+
+func (l *oneConnListener) Addr() net.Addr { return l.conn.LocalAddr() }

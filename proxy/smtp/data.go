@@ -1,0 +1,139 @@
+package smtp
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"time"
+
+	gosmtp "github.com/emersion/go-smtp"
+
+	"mailproxy/policy"
+	"mailproxy/proxy"
+)
+
+// copyBuf is the one buffer a message passes through on its way to the
+// provider: the message is streamed, never held.
+const copyBuf = 32 << 10
+
+// Data relays the app's message (DATA, RFC 5321 §4.1.1.4, or BDAT chunks,
+// RFC 3030 §2, which go-smtp's server joins into one stream) to the
+// provider as DATA, streaming it: go-smtp has already removed the app's
+// dot-stuffing and the provider's DATA writer adds it again.
+//
+// The app's reply comes from the provider's reply to the end of the
+// message and nothing else. When the provider accepts it, Data returns that
+// 250 as a *gosmtp.SMTPError: go-smtp's server writes a returned
+// *SMTPError's code, enhanced code and text as the reply, which is how the
+// provider's own text (its queue id) reaches the app. When anything fails
+// before that reply, the app gets a 4xx or 5xx, never 250. If the app's side
+// fails part-way, the provider connection is closed before the final dot:
+// SMTP has no other way to abort a message, and a server treats a
+// connection closed mid-transaction as an RSET (RFC 5321 §3.8), so the
+// partial message is dropped. The session then has no provider connection
+// left, and ends at the app's next MAIL.
+func (f *session) Data(r io.Reader) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.authed.Load() || f.up == nil {
+		return errAuthRequired
+	}
+	if f.up.lost != "" {
+		return errLost
+	}
+	up := f.up
+
+	// Wait for the first bytes before starting DATA at the provider: a
+	// BDAT transfer the app aborts before its first chunk then costs
+	// nothing there.
+	buf := make([]byte, copyBuf)
+	n, rerr := readSome(r, buf)
+	if rerr != nil && rerr != io.EOF {
+		return f.appFailed(rerr, false)
+	}
+	w, err := up.c.Data()
+	if err != nil {
+		return f.providerFailed(err, "starting DATA")
+	}
+	dw := deadlineWriter{w: w, conn: up.conn, timeout: f.timeout}
+	for {
+		if n > 0 {
+			if _, err := dw.Write(buf[:n]); err != nil {
+				return f.providerFailed(err, "sending the message")
+			}
+		}
+		if rerr != nil {
+			break
+		}
+		n, rerr = r.Read(buf)
+	}
+	if rerr != io.EOF {
+		up.kill("the app's message was cut short")
+		return f.appFailed(rerr, true)
+	}
+	resp, err := w.CloseWithResponse()
+	up.txn = false // the reply to the end of the message ends the transaction
+	if err != nil {
+		return f.providerFailed(err, "waiting for the provider's reply to the message")
+	}
+	f.s.CountMail(1, f.rcpts)
+	ec, text := parseReply(resp.StatusText)
+	return &gosmtp.SMTPError{Code: 250, EnhancedCode: ec, Message: text}
+}
+
+// readSome reads until it has at least one byte or an error.
+func readSome(r io.Reader, buf []byte) (int, error) {
+	for {
+		n, err := r.Read(buf)
+		if n > 0 || err != nil {
+			return n, err
+		}
+	}
+}
+
+// appFailed answers a message the app did not deliver whole; cut says the
+// provider connection had to be closed for it.
+func (f *session) appFailed(err error, cut bool) error {
+	limits := f.s.Settings.Limits
+	// A limit is audited, and is the session's error when it ends the
+	// session: when the provider connection went with the partial
+	// message, and always for a long line, after which go-smtp closes the
+	// app's connection.
+	switch {
+	case errors.Is(err, gosmtp.ErrDataTooLarge):
+		d := f.s.Deny(policy.ReasonLimit, "", "the app's message is larger than %d bytes (the SIZE offered: max_message_size or the provider's)", f.maxSize)
+		if cut {
+			f.fail(d)
+		}
+		return gosmtp.ErrDataTooLarge // 552 5.3.4 (RFC 1870 §6.2)
+	case errors.Is(err, gosmtp.ErrTooLongLine):
+		maxLine := max(minLineLength, limits.MaxLine)
+		f.fail(f.s.Deny(policy.ReasonLimit, "", "a line of the app's message is longer than %d bytes (max_line)", maxLine))
+		return &gosmtp.SMTPError{Code: 554, EnhancedCode: gosmtp.EnhancedCode{5, 6, 0},
+			Message: fmt.Sprintf("a line of the message is longer than %d bytes (RFC 5321 section 4.5.3.1.6 allows 1000)", maxLine)}
+	case errors.Is(err, gosmtp.ErrDataReset):
+		return err // the app aborted its BDAT transfer; go-smtp answers
+	case proxy.IsTimeout(err):
+		// Audited once the conversation is over (result).
+		return &gosmtp.SMTPError{Code: 421, EnhancedCode: gosmtp.EnhancedCode{4, 4, 2},
+			Message: "no data from the app for command_timeout; the message was not sent"}
+	}
+	f.fail(fmt.Errorf("the app's connection failed during the message: %w", err))
+	return &gosmtp.SMTPError{Code: 421, EnhancedCode: gosmtp.EnhancedCode{4, 4, 2},
+		Message: "the app's connection failed during the message; it was not sent"}
+}
+
+// deadlineWriter bounds each write of the message to the provider:
+// go-smtp's client sets deadlines around commands, not while a message
+// streams.
+type deadlineWriter struct {
+	w       io.Writer
+	conn    net.Conn
+	timeout time.Duration
+}
+
+func (d deadlineWriter) Write(b []byte) (int, error) {
+	d.conn.SetWriteDeadline(time.Now().Add(d.timeout))
+	return d.w.Write(b)
+}
