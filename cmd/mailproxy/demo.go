@@ -63,7 +63,7 @@ func demoCmd(args []string, stdout, stderr io.Writer) int {
 	doc := fmt.Sprintf(demoConfig, prov.IMAP, pop3, prov.SMTP, prov.CAFile)
 	ports := map[policy.Proto]int{policy.IMAP: *base + 143, policy.POP3: *base + 110, policy.SMTP: *base + 587}
 	for _, proto := range policy.Protos {
-		if _, ok := fronts()[proto]; ok && (proto != policy.POP3 || pop3 != "") {
+		if proto != policy.POP3 || pop3 != "" {
 			doc += fmt.Sprintf(demoListener, proto, ports[proto])
 		}
 	}

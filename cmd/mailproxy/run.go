@@ -64,27 +64,12 @@ func runCmd(args []string, stdout, stderr io.Writer) int {
 	defer signal.Stop(sig)
 
 	srv := &proxy.Server{Audit: audit, Dialer: &tlsconf.Dialer{}, Fronts: fronts(), LocalTLS: localTLS(c)}
-	c = servable(c, srv.Fronts, stderr)
 	ctx := context.Background()
 	if err := srv.Start(ctx, c); err != nil {
 		fmt.Fprintln(stderr, "mailproxy:", err)
 		return exitFailure
 	}
 	return serveUntilSignal(ctx, sig, srv, c, *path, *provider, audit, stderr)
-}
-
-// servable drops listeners of protocols this build has no front for.
-func servable(c *config.Config, fronts map[policy.Proto]proxy.Front, stderr io.Writer) *config.Config {
-	out := *c
-	out.Listeners = nil
-	for _, l := range c.Listeners {
-		if _, ok := fronts[l.Proto]; !ok {
-			fmt.Fprintf(stderr, "mailproxy: %s is not served by this build yet; skipping listener %s\n", l.Proto, l.Address)
-			continue
-		}
-		out.Listeners = append(out.Listeners, l)
-	}
-	return &out
 }
 
 // serveUntilSignal waits for SIGINT/SIGTERM (graceful stop) and SIGHUP
@@ -132,7 +117,7 @@ func reload(ctx context.Context, srv *proxy.Server, old *config.Config, path, pr
 	c, err := loadConfig(path, provider)
 	if err == nil {
 		srv.LocalTLS = localTLS(c)
-		err = srv.Reload(ctx, servable(c, srv.Fronts, io.Discard))
+		err = srv.Reload(ctx, c)
 	}
 	audit.ConfigReload(file, err)
 }
