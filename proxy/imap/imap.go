@@ -176,11 +176,11 @@ func (f *session) handle(ctx context.Context, c *command) (done bool, err error)
 			return f.login(ctx, c.tag, creds)
 		case errors.As(err, &se):
 			return false, f.write("%s BAD %s\r\n", c.tag, se.msg)
-		case errors.Is(err, errCancelled):
+		case errors.Is(err, proxy.ErrSASLCancelled):
 			return false, f.write("%s BAD AUTHENTICATE cancelled\r\n", c.tag)
-		case errors.Is(err, errBadSASL):
+		case errors.Is(err, proxy.ErrSASLMalformed):
 			return false, f.write("%s BAD Malformed SASL response\r\n", c.tag)
-		case errors.Is(err, errMechanism):
+		case errors.Is(err, proxy.ErrSASLMechanism):
 			return false, f.write("%s NO Unsupported mechanism: mailproxy offers AUTH=PLAIN and AUTH=LOGIN\r\n", c.tag)
 		case errors.Is(err, errTooBig):
 			return true, f.limit("a SASL response before login is over max_line (%d bytes)", f.s.Settings.Limits.MaxLine)

@@ -2,7 +2,6 @@ package pop3
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"strings"
 
@@ -46,12 +45,12 @@ func (f *session) auth(ctx context.Context, arg string) (bool, error) {
 	switch {
 	case err == nil:
 		return f.login(ctx, creds)
-	case errors.Is(err, errCancelled):
+	case errors.Is(err, proxy.ErrSASLCancelled):
 		// RFC 5034 §4: a "*" response cancels, the server answers -ERR.
 		return false, f.write("-ERR AUTH cancelled\r\n")
-	case errors.Is(err, errBadSASL):
+	case errors.Is(err, proxy.ErrSASLMalformed):
 		return false, f.write("-ERR Malformed SASL response\r\n")
-	case errors.Is(err, errMechanism):
+	case errors.Is(err, proxy.ErrSASLMechanism):
 		return false, f.write("-ERR Unsupported mechanism: mailproxy offers SASL PLAIN and LOGIN\r\n")
 	case errors.Is(err, proxy.ErrLineTooLong):
 		return true, f.limit("a SASL response before login is over max_line (%d bytes)", f.s.Settings.Limits.MaxLine)
@@ -59,68 +58,20 @@ func (f *session) auth(ctx context.Context, arg string) (bool, error) {
 	return true, f.readError(err)
 }
 
-var (
-	errCancelled = errors.New("AUTH cancelled")
-	errBadSASL   = errors.New("malformed SASL response")
-	errMechanism = errors.New("unsupported mechanism")
-)
-
-// authenticate runs PLAIN (RFC 4616) or LOGIN with the app and returns
-// the credentials it carried. arg is "MECHANISM [initial-response]".
+// authenticate runs PLAIN or LOGIN with the app (RFC 5034 §4) and returns
+// the credentials it carried; see proxy.ReadSASL. arg is "MECHANISM
+// [initial-response]".
 func (f *session) authenticate(arg string) (proxy.Credentials, error) {
 	mech, ir, hasIR := strings.Cut(arg, " ")
-	switch strings.ToUpper(mech) {
-	case "PLAIN":
-		resp, err := f.saslStep(ir, hasIR, "")
-		if err != nil {
-			return proxy.Credentials{}, err
-		}
-		parts := strings.Split(string(resp), "\x00")
-		if len(parts) != 3 || parts[1] == "" {
-			return proxy.Credentials{}, errBadSASL
-		}
-		return proxy.Credentials{Authzid: parts[0], Username: parts[1], Password: proxy.NewSecret(parts[2])}, nil
-	case "LOGIN":
-		user, err := f.saslStep(ir, hasIR, "Username:")
-		if err != nil {
-			return proxy.Credentials{}, err
-		}
-		pass, err := f.saslStep("", false, "Password:")
-		if err != nil {
-			return proxy.Credentials{}, err
-		}
-		if len(user) == 0 {
-			return proxy.Credentials{}, errBadSASL
-		}
-		return proxy.Credentials{Username: string(user), Password: proxy.NewSecret(string(pass))}, nil
+	var initial *string
+	if hasIR {
+		initial = &ir
 	}
-	return proxy.Credentials{}, errMechanism
-}
-
-// saslStep returns the initial response if there is one ("=" meaning
-// empty), or sends a "+ " challenge and reads the app's answer (RFC 5034
-// §4).
-func (f *session) saslStep(ir string, hasIR bool, challenge string) ([]byte, error) {
-	line := ir
-	if !hasIR {
-		if err := f.write("+ %s\r\n", base64.StdEncoding.EncodeToString([]byte(challenge))); err != nil {
-			return nil, err
+	return proxy.ReadSASL(mech, initial, func(challenge string) (string, error) {
+		if err := f.write("+ %s\r\n", challenge); err != nil {
+			return "", err
 		}
 		l, err := proxy.ReadLine(f.br, f.s.Settings.Limits.MaxLine)
-		if err != nil {
-			return nil, err
-		}
-		line = string(l)
-	}
-	switch line {
-	case "*":
-		return nil, errCancelled
-	case "=":
-		return nil, nil
-	}
-	b, err := base64.StdEncoding.DecodeString(line)
-	if err != nil {
-		return nil, errBadSASL
-	}
-	return b, nil
+		return string(l), err
+	})
 }
