@@ -318,7 +318,14 @@ type process struct {
 
 func startProcess(t *testing.T, args ...string) *process {
 	t.Helper()
+	return startProcessEnv(t, nil, args...)
+}
+
+// startProcessEnv starts mailproxy with an environment (nil: this one's).
+func startProcessEnv(t *testing.T, env []string, args ...string) *process {
+	t.Helper()
 	p := &process{t: t, cmd: exec.Command(buildBinary(t), args...), lines: make(chan string, 1000), log: &strings.Builder{}}
+	p.cmd.Env = env
 	stderr, _ := p.cmd.StderrPipe()
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
