@@ -97,11 +97,16 @@ func (d *Dialer) dial(ctx context.Context, p *policy.Provider, ep policy.Endpoin
 	if err != nil {
 		return nil, err
 	}
+	// Only the checked addresses are dialled (no second resolution). Each
+	// gets a share of the time, so that one black-holed address does not
+	// use it all up.
 	var raw net.Conn
-	var nd net.Dialer
-	for _, a := range addrs {
+	nd := net.Dialer{KeepAliveConfig: keepAlive}
+	for i, a := range addrs {
 		target := netip.AddrPortFrom(a, ep.Port).String()
-		raw, err = nd.DialContext(ctx, "tcp", target)
+		actx, cancel := context.WithTimeout(ctx, perAddress(ctx, len(addrs)-i))
+		raw, err = nd.DialContext(actx, "tcp", target)
+		cancel()
 		if err == nil {
 			break
 		}
@@ -123,6 +128,19 @@ func (d *Dialer) dial(ctx context.Context, p *policy.Provider, ep policy.Endpoin
 		audit.UpstreamTLS(up.Facts)
 	}
 	return up, nil
+}
+
+// keepAlive probes an idle provider connection, so that a provider that
+// vanished is noticed in about two minutes even during a silent IDLE.
+var keepAlive = net.KeepAliveConfig{Enable: true, Idle: 60 * time.Second, Interval: 15 * time.Second, Count: 4}
+
+// perAddress shares the time left between the addresses still to try.
+func perAddress(ctx context.Context, left int) time.Duration {
+	dl, ok := ctx.Deadline()
+	if !ok || left < 1 {
+		return DefaultTimeout
+	}
+	return time.Until(dl) / time.Duration(left)
 }
 
 // resolve looks host up and checks every address it resolves to. A name with
