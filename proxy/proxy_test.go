@@ -98,7 +98,7 @@ func startRelay(t *testing.T, idle time.Duration, appPending, upPending string) 
 	upSide, provider := tlsPair(t)
 	f := &relayFixture{app: app, provider: provider, done: make(chan error, 1)}
 	go func() {
-		f.done <- testSession(idle).Relay(appSide, []byte(appPending), upSide, []byte(upPending))
+		f.done <- testSession(idle).Relay(appSide, []byte(appPending), upSide, []byte(upPending), nil)
 	}()
 	return f
 }

@@ -33,21 +33,27 @@ var ErrIdle = errors.New("no traffic in either direction for idle_timeout")
 // returns when both directions have ended. clientPending and upPending are
 // bytes the front had already read from each side (a command pipelined
 // behind the login, a response behind the login reply); they are delivered
-// first, so nothing is lost. Data is copied unmodified in both directions;
-// when one side closes its sending direction the other is half-closed too.
-func (s *Session) Relay(client net.Conn, clientPending []byte, up net.Conn, upPending []byte) error {
+// first, so nothing is lost. Data is copied unmodified in both directions
+// — except through toProvider, when not nil: it wraps the writer of the
+// app-to-provider direction (the IMAP front's ID filter). When one side
+// closes its sending direction the other is half-closed too.
+func (s *Session) Relay(client net.Conn, clientPending []byte, up net.Conn, upPending []byte, toProvider func(io.Writer) io.Writer) error {
 	idle := s.Settings.Limits.IdleTimeout
 	r := &relay{idle: idle}
 	r.touch()
-	if err := writeAll(up, clientPending, idle); err != nil {
+	var upW io.Writer = up
+	if toProvider != nil {
+		upW = toProvider(up)
+	}
+	if err := writeAll(up, upW, clientPending, idle); err != nil {
 		return fmt.Errorf("relaying to the provider: %w", err)
 	}
-	if err := writeAll(client, upPending, idle); err != nil {
+	if err := writeAll(client, client, upPending, idle); err != nil {
 		return fmt.Errorf("relaying to the app: %w", err)
 	}
 	done := make(chan struct{})
-	go proxyCopy(done, r, "app to provider", up, client)
-	r.end("provider to app", client, up, r.pump(client, up))
+	go proxyCopy(done, r, "app to provider", up, upW, client)
+	r.end("provider to app", client, up, r.pump(client, client, up))
 	<-done
 	// The first failure is the cause; the other direction's error is
 	// usually only the consequence of closing both connections.
@@ -59,8 +65,8 @@ func (s *Session) Relay(client net.Conn, clientPending []byte, up net.Conn, upPe
 
 // proxyCopy copies the app's bytes to the provider. It is a named function
 // so that a goroutine dump says what each relay goroutine is.
-func proxyCopy(done chan<- struct{}, r *relay, dir string, dst, src net.Conn) {
-	r.end(dir, dst, src, r.pump(dst, src))
+func proxyCopy(done chan<- struct{}, r *relay, dir string, dst net.Conn, w io.Writer, src net.Conn) {
+	r.end(dir, dst, src, r.pump(dst, w, src))
 	close(done)
 }
 
@@ -139,10 +145,11 @@ func (r *relay) end(dir string, dst, src net.Conn, err error) {
 	r.mu.Unlock()
 }
 
-// pump copies src to dst until src ends. An idle direction blocks on a small
+// pump copies src to dst, writing through w (dst itself, or a filter
+// writing to it), until src ends. An idle direction blocks on a small
 // private buffer; once a read fills it, a big pooled buffer is borrowed and
 // kept while data keeps arriving, and given back after burstHold of quiet.
-func (r *relay) pump(dst, src net.Conn) error {
+func (r *relay) pump(dst net.Conn, w io.Writer, src net.Conn) error {
 	small := make([]byte, smallBuf)
 	_, isTLS := src.(*tls.Conn)
 	var big *[]byte
@@ -164,7 +171,7 @@ func (r *relay) pump(dst, src net.Conn) error {
 		if n > 0 {
 			r.touch()
 			dst.SetWriteDeadline(time.Now().Add(r.idle))
-			if _, werr := dst.Write(buf[:n]); werr != nil {
+			if _, werr := w.Write(buf[:n]); werr != nil {
 				return werr
 			}
 		}
@@ -221,12 +228,12 @@ func drainBuffered(src net.Conn, buf []byte, n int) (int, error) {
 // coalesceWait is how long a bulk transfer waits for the next record.
 const coalesceWait = 200 * time.Microsecond
 
-func writeAll(c net.Conn, b []byte, timeout time.Duration) error {
+func writeAll(c net.Conn, w io.Writer, b []byte, timeout time.Duration) error {
 	if len(b) == 0 {
 		return nil
 	}
 	c.SetWriteDeadline(time.Now().Add(timeout))
-	_, err := c.Write(b)
+	_, err := w.Write(b)
 	return err
 }
 

@@ -6,11 +6,13 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"reflect"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"mailproxy/policy"
@@ -121,6 +123,13 @@ func (d *Dialer) dial(ctx context.Context, p *policy.Provider, ep policy.Endpoin
 	up, err := d.handshake(ctx, raw, pr, host, ep)
 	if err != nil {
 		raw.Close()
+		var quiet *hungUp
+		if errors.As(err, &quiet) {
+			if better := d.diagnose(ctx, addr, pr, host, ep); better != nil {
+				return nil, better
+			}
+			return nil, quiet.err
+		}
 		return nil, err
 	}
 	up.Addr = addr
@@ -189,6 +198,9 @@ func (d *Dialer) handshake(ctx context.Context, raw net.Conn, pr *Profile, host 
 	// The raw socket, never a reader that may hold buffered bytes.
 	tc := tls.Client(raw, pr.ClientConfig(host))
 	if err := tc.HandshakeContext(ctx); err != nil {
+		if _, alert := remoteAlert(err); !alert && silentHangUp(err) {
+			return nil, &hungUp{Classify(host, err)}
+		}
 		return nil, Classify(host, err)
 	}
 	facts, err := pr.CheckState(host, tc.ConnectionState())
@@ -199,6 +211,16 @@ func (d *Dialer) handshake(ctx context.Context, raw net.Conn, pr *Profile, host 
 	up.Conn = tc
 	up.Facts = facts
 	return up, nil
+}
+
+// hungUp is a handshake the server ended without an alert (EOF or reset),
+// which diagnose may explain.
+type hungUp struct{ err error }
+
+func (h *hungUp) Error() string { return h.err.Error() }
+
+func silentHangUp(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET)
 }
 
 // TLS alerts that say why a server refused the handshake (RFC 8446 §6).

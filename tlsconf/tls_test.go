@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -304,4 +305,69 @@ func TestLoadRoots(t *testing.T) {
 		t.Error("a missing ca_file loaded")
 	}
 	var _ *x509.CertPool
+}
+
+// TestSilentHangUpDiagnosed: a server that hangs up without an alert when
+// it shares no suite (as Dovecot 2.3 does) is diagnosed by a second,
+// diagnostic hello, and refused for the right reason.
+func TestSilentHangUpDiagnosed(t *testing.T) {
+	p := newPKI(t)
+	for _, c := range []struct {
+		name   string
+		suite  uint16
+		vers   uint16
+		reason policy.Reason
+	}{
+		{"rsa-kex-only", 0x009c, 0x0303, policy.ReasonCipher},
+		{"dhe-only", 0x009e, 0x0303, policy.ReasonCipher},
+		{"tls1.0-only", 0xc013, 0x0301, policy.ReasonTLSVersion},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			port := serveRaw(t, func(conn net.Conn) {
+				hdr := make([]byte, 5)
+				if _, err := io.ReadFull(conn, hdr); err != nil {
+					return
+				}
+				hello := make([]byte, binary.BigEndian.Uint16(hdr[3:5]))
+				io.ReadFull(conn, hello)
+				// Go's policed hello offers only allowed suites; the
+				// diagnostic one offers them all.
+				if !slices.Contains(offeredSuites(hello), c.suite) {
+					return // hang up without an alert
+				}
+				body := binary.BigEndian.AppendUint16(nil, c.vers)
+				body = append(body, make([]byte, 32)...)
+				body = append(body, 0)
+				body = binary.BigEndian.AppendUint16(body, c.suite)
+				body = append(body, 0)
+				hs := append([]byte{2, 0, 0, byte(len(body))}, body...)
+				conn.Write(append([]byte{0x16, 0x03, 0x03, 0, byte(len(hs))}, hs...))
+				io.Copy(io.Discard, conn)
+			})
+			r := dialTest(t, p.provider(), policy.IMAP, policy.ImplicitTLS, port)
+			r.wantDenied(t, c.reason)
+			if !strings.Contains(r.denied["detail"].(string), "without an alert") {
+				t.Errorf("detail %q", r.denied["detail"])
+			}
+		})
+	}
+}
+
+// offeredSuites parses the cipher suites of a ClientHello handshake message.
+func offeredSuites(hello []byte) []uint16 {
+	off := 4 + 2 + 32 // type, length, version, random
+	if len(hello) < off+1 {
+		return nil
+	}
+	off += 1 + int(hello[off]) // session id
+	if len(hello) < off+2 {
+		return nil
+	}
+	n := int(binary.BigEndian.Uint16(hello[off:]))
+	off += 2
+	var out []uint16
+	for i := 0; i+1 < n && off+i+1 < len(hello); i += 2 {
+		out = append(out, binary.BigEndian.Uint16(hello[off+i:]))
+	}
+	return out
 }

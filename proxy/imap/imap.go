@@ -237,7 +237,7 @@ func (f *session) login(ctx context.Context, tag string, creds proxy.Credentials
 	f.br, f.cr, f.up = nil, nil, nil
 	s.Client.SetDeadline(time.Time{})
 	up.SetDeadline(time.Time{})
-	return true, s.Relay(s.Client, appPending, up.Conn, upPending)
+	return true, s.Relay(s.Client, appPending, up.Conn, upPending, newIDFilter)
 }
 
 // capabilities is mailproxy's own list before login. After login the app

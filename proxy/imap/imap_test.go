@@ -295,10 +295,17 @@ func TestIDAnsweredLocally(t *testing.T) {
 	if strings.Contains(ok, " ID ") {
 		t.Errorf("the login reply still offers ID to the app: %q", ok)
 	}
+	// After login too, as iOS Mail does: the provider answers, but sees
+	// NIL instead of the fields.
+	c.Send(`i2 ID ("name" "iPhone Mail" "os" "iOS" "host" "ALICES-IPHONE")`)
+	c.ExpectUntil("i2 *") // go-imap's server has no ID: BAD, but it saw the command
 	c.Send("a2 LOGOUT")
 	c.ExpectUntil("a2 OK *")
 	c.C.Close()
 	p.Audit.WaitFor(t, "session.end", 1)
+	if tr := prov.traffic.String(); !strings.Contains(tr, "i2 ID NIL") || strings.Contains(tr, "ALICES-IPHONE") || strings.Contains(tr, "iPhone") {
+		t.Errorf("the ID after login reached the provider with its fields")
+	}
 	if tr := prov.traffic.String(); strings.Contains(tr, "ALICE-LAPTOP") || strings.Contains(tr, "Thunderbird") {
 		t.Errorf("the app's ID fields reached the provider")
 	}

@@ -61,7 +61,7 @@ func (f *session) login(ctx context.Context, creds proxy.Credentials) (bool, err
 	// Logged in: from here on the provider speaks to the app directly.
 	s.Client.SetDeadline(time.Time{})
 	f.up.conn.SetDeadline(time.Time{})
-	return true, s.Relay(s.Client, proxy.Pending(f.br), f.up.conn, proxy.Pending(f.up.br))
+	return true, s.Relay(s.Client, proxy.Pending(f.br), f.up.conn, proxy.Pending(f.up.br), nil)
 }
 
 // closeUp drops the provider connection, if any.
