@@ -15,7 +15,7 @@ import (
 // as data keeps coming (see pump).
 const (
 	smallBuf  = 2 << 10
-	bigBuf    = 64 << 10
+	bigBuf    = 128 << 10
 	burstHold = 500 * time.Millisecond
 	// linger is how long the remaining direction may stay quiet once the
 	// other has ended (half-close), so that a session cannot hang on a

@@ -183,6 +183,76 @@ func BenchmarkFetch64MiB(b *testing.B) {
 	b.ReportMetric(mibs(rDur)/mibs(dDur), "relay/direct")
 }
 
+// BenchmarkFetch64MiBStunnel is BenchmarkFetch64MiB with stunnel (client
+// mode, chain verified) in place of mailproxy, for comparison on the same
+// machine. It skips when stunnel is not installed.
+//
+//	go test -run '^$' -bench Fetch64MiBStunnel -benchtime 10x ./proxy/imap/
+func BenchmarkFetch64MiBStunnel(b *testing.B) {
+	const size = 64 << 20
+	bin, err := exec.LookPath("stunnel")
+	if err != nil {
+		b.Skip("stunnel not installed")
+	}
+	pki := testkit.NewPKI(b)
+	body := []byte("Subject: big\r\n\r\n" + strings.Repeat(strings.Repeat("x", 76)+"\r\n", size/78))
+	endpoint := streamingProvider(b, pki, body)
+	providerAddr := strings.TrimPrefix(endpoint, "imaps://")
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	addr := ln.Addr().String()
+	ln.Close()
+	conf := filepath.Join(b.TempDir(), "stunnel.conf")
+	os.WriteFile(conf, []byte(fmt.Sprintf("foreground = yes\npid =\n[imap]\nclient = yes\naccept = %s\nconnect = %s\nCAfile = %s\nverifyChain = yes\ncheckIP = 127.0.0.1\n",
+		addr, providerAddr, pki.CAFile)), 0o644)
+	cmd := exec.Command(bin, conf)
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	waitListening(b, addr)
+
+	direct, err := tls.Dial("tcp", providerAddr, &tls.Config{RootCAs: pki.CA.Pool(), ServerName: "127.0.0.1"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer direct.Close()
+	dbr := bufio.NewReaderSize(direct, 64<<10)
+	loginSelect(b, direct, dbr)
+	relayed, err := net.Dial("tcp", addr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer relayed.Close()
+	rbr := bufio.NewReaderSize(relayed, 64<<10)
+	loginSelect(b, relayed, rbr)
+
+	var dDur, rDur time.Duration
+	var n int64
+	b.SetBytes(int64(len(body)))
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		t0 := time.Now()
+		if i%2 == 0 {
+			n = fetchAll(b, direct, dbr, "d"+strconv.Itoa(i))
+			t1 := time.Now()
+			fetchAll(b, relayed, rbr, "r"+strconv.Itoa(i))
+			dDur += t1.Sub(t0)
+			rDur += time.Since(t1)
+		} else {
+			fetchAll(b, relayed, rbr, "r"+strconv.Itoa(i))
+			t1 := time.Now()
+			n = fetchAll(b, direct, dbr, "d"+strconv.Itoa(i))
+			rDur += t1.Sub(t0)
+			dDur += time.Since(t1)
+		}
+	}
+	b.StopTimer()
+	mibs := func(d time.Duration) float64 { return float64(n) * float64(b.N) / d.Seconds() / (1 << 20) }
+	b.ReportMetric(mibs(dDur), "direct-MiB/s")
+	b.ReportMetric(mibs(rDur), "stunnel-MiB/s")
+	b.ReportMetric(mibs(rDur)/mibs(dDur), "stunnel/direct")
+}
+
 // BenchmarkIdleSessionMemory runs mailproxy as its own process, opens 1,000
 // IMAP sessions through it that log in and then stay idle, and reports the
 // growth of the process's resident memory per session (the target is at
@@ -243,6 +313,60 @@ provider = "bench"
 			c.Close()
 		}
 		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+	}
+}
+
+// BenchmarkIdleSessionMemoryStunnel measures the same for stunnel in
+// client mode (plaintext in, TLS to the same provider, chain verified), for
+// comparison on the same machine. It skips when stunnel is not installed.
+//
+//	go test -run '^$' -bench IdleSessionMemoryStunnel -benchtime 1x ./proxy/imap/
+func BenchmarkIdleSessionMemoryStunnel(b *testing.B) {
+	const sessions = 1000
+	bin, err := exec.LookPath("stunnel")
+	if err != nil {
+		b.Skip("stunnel not installed")
+	}
+	pki := testkit.NewPKI(b)
+	prov := startMemProvider(b, pki, "imaps", message)
+	dir := b.TempDir()
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	addr := ln.Addr().String()
+	ln.Close()
+	conf := filepath.Join(dir, "stunnel.conf")
+	os.WriteFile(conf, []byte(fmt.Sprintf(`foreground = yes
+pid =
+[imap]
+client = yes
+accept = %s
+connect = %s
+CAfile = %s
+verifyChain = yes
+checkIP = 127.0.0.1
+`, addr, strings.TrimPrefix(prov.endpoint, "imaps://"), pki.CAFile)), 0o644)
+	for i := 0; i < b.N; i++ {
+		cmd := exec.Command(bin, conf)
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		waitListening(b, addr)
+		warm := openSession(b, addr)
+		warm.Close()
+		time.Sleep(500 * time.Millisecond)
+		before := rss(b, cmd.Process.Pid)
+		conns := make([]net.Conn, 0, sessions)
+		for j := 0; j < sessions; j++ {
+			conns = append(conns, openSession(b, addr))
+		}
+		time.Sleep(2 * time.Second)
+		after := rss(b, cmd.Process.Pid)
+		b.ReportMetric(float64(after-before)/sessions/1024, "KiB/session")
+		b.ReportMetric(float64(after)/(1<<20), "MiB-rss-total")
+		for _, c := range conns {
+			c.Close()
+		}
+		cmd.Process.Kill()
 		cmd.Wait()
 	}
 }
