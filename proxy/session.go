@@ -44,12 +44,6 @@ func (s *Session) SetClient(c net.Conn) {
 	s.mu.Unlock()
 }
 
-// RawClient returns the counted TCP connection to the app, below any local
-// TLS a front may have added.
-func (s *Session) RawClient() net.Conn {
-	return s.Client
-}
-
 // OnClose registers c to be closed when the session ends or is cut short
 // by a shutdown.
 func (s *Session) OnClose(c io.Closer) {

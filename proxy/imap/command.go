@@ -235,15 +235,4 @@ func (a arg) astring() (string, bool) {
 }
 
 // clip shortens text the app sent for an error message.
-func clip(s string) string {
-	s = strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return '?'
-		}
-		return r
-	}, s)
-	if len(s) > 40 {
-		return s[:40] + "..."
-	}
-	return s
-}
+func clip(s string) string { return proxy.Printable(s, 40) }

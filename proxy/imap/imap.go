@@ -201,25 +201,9 @@ func (f *session) login(ctx context.Context, tag string, creds proxy.Credentials
 	if err != nil {
 		return false, f.write("%s NO [CONTACTADMIN] %s\r\n", tag, proxy.ExplainRoute(err))
 	}
-	if f.up == nil || f.up.route.Provider != route.Provider || f.up.route.Endpoint != route.Endpoint {
-		if f.up != nil {
-			f.up.conn.Close()
-			f.up = nil
-		}
-		up, err := connect(ctx, s, route)
-		if err != nil {
-			return false, f.write("%s NO [UNAVAILABLE] %s\r\n", tag, proxy.Explain(err))
-		}
-		f.up = up
-	}
-	f.up.route = route
-	f.up.deadline(s)
-	res, err := f.up.login(creds)
+	res, err := f.loginAt(ctx, route, creds)
 	if err != nil {
-		f.up.conn.Close()
-		f.up = nil
-		f.write("%s NO [UNAVAILABLE] %s\r\n", tag, proxy.Explain(err))
-		return false, nil
+		return false, f.write("%s NO [UNAVAILABLE] %s\r\n", tag, proxy.Explain(err))
 	}
 	s.Audit.Auth(creds.Username, res.ok)
 	untagged := f.filterUntagged(res.untagged)
@@ -238,6 +222,39 @@ func (f *session) login(ctx context.Context, tag string, creds proxy.Credentials
 	s.Client.SetDeadline(time.Time{})
 	up.SetDeadline(time.Time{})
 	return true, s.Relay(s.Client, appPending, up.Conn, upPending, newIDFilter)
+}
+
+// loginAt logs in at route's provider, connecting first when there is no
+// connection to it yet. A connection kept from before (dialled before the
+// greeting, or left by a failed login) may have been closed by the
+// provider while the app was typing: then it connects once more and tries
+// again, so that the app does not see a failure for mailproxy's waiting.
+func (f *session) loginAt(ctx context.Context, route policy.Route, creds proxy.Credentials) (*loginResult, error) {
+	for attempt := 0; ; attempt++ {
+		fresh := false
+		if f.up == nil || f.up.route.Provider != route.Provider || f.up.route.Endpoint != route.Endpoint {
+			if f.up != nil {
+				f.up.conn.Close()
+				f.up = nil
+			}
+			up, err := connect(ctx, f.s, route)
+			if err != nil {
+				return nil, err
+			}
+			f.up, fresh = up, true
+		}
+		f.up.route = route
+		f.up.deadline(f.s)
+		res, err := f.up.login(creds)
+		if err == nil {
+			return res, nil
+		}
+		f.up.conn.Close()
+		f.up = nil
+		if fresh || attempt > 0 || !connectionLost(err) {
+			return nil, err
+		}
+	}
 }
 
 // capabilities is mailproxy's own list before login. After login the app

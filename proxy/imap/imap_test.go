@@ -5,6 +5,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -604,4 +605,55 @@ func TestPreTLSTextNeverReachesApp(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestRedialWhenProviderDroppedWaitingConnection: the connection mailproxy
+// opened before greeting the app is closed by the provider while the app
+// takes its time; the login goes through a new connection, not an error.
+func TestRedialWhenProviderDroppedWaitingConnection(t *testing.T) {
+	pki := testkit.NewPKI(t)
+	var n atomic.Int32
+	endpoint := scripted(t, pki, func(c *testkit.Conn) {
+		c.Send("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] ready")
+		if n.Add(1) == 1 {
+			return // the provider's own pre-login timeout
+		}
+		c.Expect("mp1 AUTHENTICATE PLAIN *")
+		c.Send("mp1 OK [CAPABILITY IMAP4rev1 IDLE] logged in")
+		c.Expect("a2 LOGOUT")
+		c.Send("* BYE")
+		c.Send("a2 OK bye")
+	})
+	p := start(t, pki, endpoint)
+	c := testkit.Dial(t, p.Addr)
+	c.Expect("* OK *")
+	deadline := time.Now().Add(5 * time.Second)
+	for n.Load() < 1 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond) // let the close reach mailproxy
+	c.Send("a1 LOGIN alice secret")
+	c.Expect("a1 OK [CAPABILITY IMAP4rev1 IDLE] logged in")
+	c.Send("a2 LOGOUT")
+	c.Expect("* BYE")
+	c.Expect("a2 OK bye")
+	c.C.Close()
+	p.Audit.WaitFor(t, "session.end", 1)
+	if got := len(p.Audit.Find(t, "upstream.connect")); got != 2 {
+		t.Errorf("%d upstream connections, want 2", got)
+	}
+}
+
+// TestAuthzidNeedsPLAIN: an authorization identity is never dropped.
+func TestAuthzidNeedsPLAIN(t *testing.T) {
+	pki := testkit.NewPKI(t)
+	endpoint := scripted(t, pki, func(c *testkit.Conn) {
+		c.Send("* OK [CAPABILITY IMAP4rev1] ready") // LOGIN only
+		c.Line()
+	})
+	p := start(t, pki, endpoint)
+	c := testkit.Dial(t, p.Addr)
+	c.Expect("* OK *")
+	c.Send("a1 AUTHENTICATE PLAIN %s", base64.StdEncoding.EncodeToString([]byte("boss\x00alice\x00secret")))
+	c.Expect("a1 NO [CANNOT] *authorization identity*")
 }

@@ -8,8 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"mailproxy/policy"
@@ -23,6 +25,16 @@ const (
 	maxUpstreamResponse = 1 << 20
 	maxUpstreamLines    = 1000
 )
+
+// errProviderClosed is a provider connection that ended before its answer.
+var errProviderClosed = &proxy.ProviderError{Msg: "the provider closed the connection"}
+
+// connectionLost reports an error that means the provider connection is
+// gone (rather than an answer mailproxy did not expect).
+func connectionLost(err error) bool {
+	return errors.Is(err, errProviderClosed) || errors.Is(err, syscall.EPIPE) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, net.ErrClosed)
+}
 
 // upstream is the provider's side of a session until the login succeeds.
 type upstream struct {
@@ -87,7 +99,7 @@ func (u *upstream) line() (string, error) {
 	l, err := proxy.ReadLine(u.br, maxUpstreamLine)
 	if err != nil {
 		if errors.Is(err, io.EOF) {
-			return "", &proxy.ProviderError{Msg: "the provider closed the connection"}
+			return "", errProviderClosed
 		}
 		return "", fmt.Errorf("reading from the provider: %w", err)
 	}
@@ -181,6 +193,11 @@ type loginResult struct {
 // initial response when SASL-IR is offered) when the provider offers it,
 // else LOGIN, unless LOGINDISABLED.
 func (u *upstream) login(c proxy.Credentials) (*loginResult, error) {
+	if c.Authzid != "" && !u.caps["AUTH=PLAIN"] {
+		// LOGIN cannot carry it, and dropping it would log in as someone
+		// else than the app asked for.
+		return &loginResult{tagged: "NO [CANNOT] The provider cannot take an authorization identity (it has no AUTHENTICATE PLAIN)"}, nil
+	}
 	tag := u.tag()
 	switch {
 	case u.caps["AUTH=PLAIN"]:
