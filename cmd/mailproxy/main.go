@@ -135,15 +135,17 @@ func loadConfig(path, provider string) (*config.Config, error) {
 // reportConfigError prints a configuration error and audits the policy
 // refusals behind it (an endpoint outside its provider's hosts).
 func reportConfigError(err error, stderr io.Writer) {
+	var es config.Errors
+	if !errors.As(err, &es) {
+		fmt.Fprintln(stderr, "mailproxy:", err)
+		return
+	}
 	fmt.Fprintln(stderr, "mailproxy: invalid configuration:")
 	fmt.Fprintln(stderr, indent(err.Error()))
-	var es config.Errors
-	if errors.As(err, &es) {
-		a := policy.NewAudit(stderr, slog.LevelInfo)
-		for _, e := range es {
-			if e.Err != nil {
-				a.Denied(e.Err)
-			}
+	a := policy.NewAudit(stderr, slog.LevelInfo)
+	for _, e := range es {
+		if e.Err != nil {
+			a.Denied(e.Err)
 		}
 	}
 }
