@@ -58,7 +58,8 @@ func (f *session) login(creds proxy.Credentials) error {
 		up.kill("the login goes elsewhere")
 		f.up = nil
 	}
-	if f.up == nil {
+	fresh := f.up == nil
+	if fresh {
 		up, err := connect(f.ctx, s, route, f.timeout)
 		if err != nil {
 			// RFC 4954 §6: 454 4.7.0, temporary authentication failure.
@@ -68,6 +69,20 @@ func (f *session) login(creds proxy.Credentials) error {
 	}
 	f.up.route = route
 	err = f.up.auth(route.User, creds)
+	if _, reply := isReply(err); err != nil && !reply && err != errNoMechanism && !fresh {
+		// The connection made before the greeting waited for the app and
+		// the provider may have closed it meanwhile (its own timeout):
+		// one new connection, one more try, rather than an error for
+		// mailproxy's waiting.
+		f.up.kill("the provider closed the waiting connection")
+		up, cerr := connect(f.ctx, s, route, f.timeout)
+		if cerr != nil {
+			return unavailable(454, cerr)
+		}
+		f.setUpstream(up)
+		f.up.route = route
+		err = f.up.auth(route.User, creds)
+	}
 	if err == nil {
 		s.Audit.Auth(creds.Username, true)
 		f.authed.Store(true)

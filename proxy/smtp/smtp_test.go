@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -760,5 +761,42 @@ func TestNo8BitMIMEProvider(t *testing.T) {
 	ehlo := keywords(greet(c, "app.example"))
 	if slices.Contains(ehlo, "8BITMIME") || !slices.Contains(ehlo, "SIZE 100000") {
 		t.Errorf("EHLO reply %q: want SIZE 100000 and no 8BITMIME", ehlo)
+	}
+}
+
+// TestRedialAtAuth: the provider closed the connection mailproxy opened
+// before the greeting while the app was slow to log in; AUTH goes through a
+// new connection instead of failing.
+func TestRedialAtAuth(t *testing.T) {
+	pki := testkit.NewPKI(t)
+	var n atomic.Int32
+	addr := testkit.Scripted(t, pki.ServerConfig(), func(c *testkit.Conn) {
+		c.Send("220 mail.example ESMTP")
+		c.Expect("EHLO localhost")
+		c.Send("250-mail.example\r\n250-8BITMIME\r\n250-AUTH PLAIN\r\n250 SIZE 100000")
+		if n.Add(1) == 1 {
+			return // the provider's own idle timeout
+		}
+		c.Expect("AUTH PLAIN *")
+		c.Send("235 2.7.0 ok")
+		c.Expect("QUIT")
+		c.Send("221 bye")
+	})
+	p := start(t, pki, "smtps://"+addr)
+	c := testkit.Dial(t, p.Addr)
+	greet(c, "app.example")
+	deadline := time.Now().Add(5 * time.Second)
+	for n.Load() < 1 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond)
+	c.Send("AUTH PLAIN %s", b64("\x00"+user+"\x00"+password))
+	c.Expect("235 *")
+	c.Send("QUIT")
+	c.Expect("221 *")
+	c.C.Close()
+	p.Audit.WaitFor(t, "session.end", 1)
+	if got := len(p.Audit.Find(t, "upstream.connect")); got != 2 {
+		t.Errorf("%d upstream connections, want 2", got)
 	}
 }
