@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -154,4 +155,31 @@ var ErrPreauthTimeout = errors.New("no login within preauth_timeout")
 func IsTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// WriteTimeout bounds one write to the app before login.
+const WriteTimeout = 30 * time.Second
+
+// Printf writes a reply to the app before login, under WriteTimeout (the
+// app's connection carries only a read deadline then: the pre-login one).
+func (s *Session) Printf(format string, args ...any) error {
+	s.Client.SetWriteDeadline(time.Now().Add(WriteTimeout))
+	_, err := fmt.Fprintf(s.Client, format, args...)
+	return err
+}
+
+// EndPreauth ends a session whose read from the app failed before login.
+// A timeout is the pre-login limit: bye writes the protocol's last words,
+// the limit is audited, and ErrPreauthTimeout returned. The app closing
+// the connection is an orderly end (nil). Any other error is returned.
+func (s *Session) EndPreauth(err error, bye func()) error {
+	switch {
+	case IsTimeout(err):
+		bye()
+		s.Deny(policy.ReasonLimit, "", "the app did not log in within preauth_timeout (%v)", s.Settings.Limits.PreauthTimeout)
+		return ErrPreauthTimeout
+	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
+		return nil
+	}
+	return err
 }

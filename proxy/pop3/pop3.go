@@ -18,9 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"strings"
-	"time"
 
 	"mailproxy/config"
 	"mailproxy/policy"
@@ -53,14 +51,7 @@ func (f *session) reset() {
 	f.user, f.hasUser = "", false
 }
 
-// writeTimeout bounds one write to the app before login.
-const writeTimeout = 30 * time.Second
-
-func (f *session) write(format string, args ...any) error {
-	f.s.Client.SetWriteDeadline(time.Now().Add(writeTimeout))
-	_, err := fmt.Fprintf(f.s.Client, format, args...)
-	return err
-}
+func (f *session) write(format string, args ...any) error { return f.s.Printf(format, args...) }
 
 // Serve runs one session.
 func (Front) Serve(ctx context.Context, s *proxy.Session) error {
@@ -105,15 +96,7 @@ func (Front) Serve(ctx context.Context, s *proxy.Session) error {
 
 // readError ends the session after a failed read from the app.
 func (f *session) readError(err error) error {
-	switch {
-	case proxy.IsTimeout(err):
-		f.write("-ERR Autologout: no login within %v\r\n", f.s.Settings.Limits.PreauthTimeout)
-		f.s.Deny(policy.ReasonLimit, "", "the app did not log in within preauth_timeout (%v)", f.s.Settings.Limits.PreauthTimeout)
-		return proxy.ErrPreauthTimeout
-	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
-		return nil
-	}
-	return err
+	return f.s.EndPreauth(err, func() { f.write("-ERR Autologout: no login within %v\r\n", f.s.Settings.Limits.PreauthTimeout) })
 }
 
 // limit ends the session for a limit, auditing it.

@@ -276,6 +276,6 @@ func (u *upstream) status(l string) (*loginResult, error) {
 // logging in. The answer does not matter: the connection closes with the
 // session.
 func (u *upstream) quit() {
-	u.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
+	u.conn.SetWriteDeadline(time.Now().Add(proxy.WriteTimeout))
 	u.send("QUIT")
 }
