@@ -158,10 +158,10 @@ func TestRelayDeliversPendingFirstAndBothWays(t *testing.T) {
 }
 
 func TestRelayIdleLimit(t *testing.T) {
-	f := startRelay(t, 300*time.Millisecond, "", "")
+	f := startRelay(t, time.Second, "", "")
 	// Traffic in one direction keeps the session alive for both.
 	for i := 0; i < 4; i++ {
-		time.Sleep(150 * time.Millisecond)
+		time.Sleep(250 * time.Millisecond)
 		f.provider.Write([]byte("* OK still here\r\n"))
 		readN(t, f.app, 17)
 	}
