@@ -704,7 +704,7 @@ func TestTimeouts(t *testing.T) {
 	pki := testkit.NewPKI(t)
 	prov := startProvider(t, pki, "smtps")
 	t.Run("before login", func(t *testing.T) {
-		p := start(t, pki, prov.endpoint, func(st *proxy.Settings) { st.Limits.PreauthTimeout = 300 * time.Millisecond })
+		p := start(t, pki, prov.endpoint, func(st *proxy.Settings) { st.Limits.PreauthTimeout = time.Second })
 		c := testkit.Dial(t, p.Addr)
 		greet(c, "pc")
 		c.Expect("421 4.4.2 *")
@@ -715,7 +715,7 @@ func TestTimeouts(t *testing.T) {
 		}
 	})
 	t.Run("during the message", func(t *testing.T) {
-		p := start(t, pki, prov.endpoint, func(st *proxy.Settings) { st.Limits.CommandTimeout = 300 * time.Millisecond })
+		p := start(t, pki, prov.endpoint, func(st *proxy.Settings) { st.Limits.CommandTimeout = time.Second })
 		c := testkit.Dial(t, p.Addr)
 		login(c)
 		c.Send("MAIL FROM:<%s>", user)
