@@ -125,7 +125,7 @@ func (d *Dialer) dial(ctx context.Context, p *policy.Provider, ep policy.Endpoin
 		raw.Close()
 		var quiet *hungUp
 		if errors.As(err, &quiet) {
-			if better := d.diagnose(ctx, addr, pr, host, ep); better != nil {
+			if better := d.diagnose(ctx, addr, pr, host, ep, audit); better != nil {
 				return nil, better
 			}
 			return nil, quiet.err

@@ -125,14 +125,18 @@ func readServerHello(r io.Reader) (version, suite uint16, err error) {
 
 // diagnose explains a handshake the server ended without an alert, by a
 // diagnostic hello on a new connection to the same checked address. It
-// returns a more precise refusal, or nil when it learns nothing.
-func (d *Dialer) diagnose(ctx context.Context, addr string, pr *Profile, host string, ep policy.Endpoint) error {
+// returns a more precise refusal, or nil when it learns nothing. The
+// connection is audited like any other (upstream.connect).
+func (d *Dialer) diagnose(ctx context.Context, addr string, pr *Profile, host string, ep policy.Endpoint, audit *policy.SessionAudit) error {
 	var nd net.Dialer
 	raw, err := nd.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil
 	}
 	defer raw.Close()
+	if audit != nil {
+		audit.UpstreamConnect(host, addr) // every connection is recorded
+	}
 	dl, ok := ctx.Deadline()
 	if !ok {
 		dl = time.Now().Add(DefaultTimeout)

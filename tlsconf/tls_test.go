@@ -349,6 +349,9 @@ func TestSilentHangUpDiagnosed(t *testing.T) {
 			if !strings.Contains(r.denied["detail"].(string), "without an alert") {
 				t.Errorf("detail %q", r.denied["detail"])
 			}
+			if n := r.audit.count(t, policy.EventUpstreamConnect); n != 2 {
+				t.Errorf("%d upstream.connect events, want 2: the diagnostic connection is recorded too", n)
+			}
 		})
 	}
 }
