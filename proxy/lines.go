@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"time"
 
+	"mailproxy/config"
 	"mailproxy/policy"
 )
 
@@ -83,5 +84,25 @@ func (s *Session) StartLocalTLS(br *bufio.Reader) error {
 	}
 	tc.SetDeadline(time.Time{})
 	s.SetClient(tc)
+	return nil
+}
+
+// StartImplicitTLS does the app-side handshake at once on a listener with
+// local_security = "tls" (TLS from the first byte); elsewhere it does
+// nothing.
+func (s *Session) StartImplicitTLS() error {
+	if s.Settings.Listener.LocalSecurity != config.LocalTLS {
+		return nil
+	}
+	return s.StartLocalTLS(nil)
+}
+
+// BeginPreauth starts a line-based front's session: implicit local TLS
+// when configured, then the pre-login deadline on reads from the app.
+func (s *Session) BeginPreauth() error {
+	if err := s.StartImplicitTLS(); err != nil {
+		return err
+	}
+	s.Client.SetReadDeadline(s.PreauthDeadline())
 	return nil
 }

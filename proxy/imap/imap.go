@@ -19,7 +19,6 @@ import (
 	"strings"
 	"time"
 
-	"mailproxy/config"
 	"mailproxy/policy"
 	"mailproxy/proxy"
 )
@@ -53,14 +52,11 @@ func (f *session) write(format string, args ...any) error { return f.s.Printf(fo
 
 // Serve runs one session.
 func (Front) Serve(ctx context.Context, s *proxy.Session) error {
-	f := &session{s: s}
-	if s.Settings.Listener.LocalSecurity == config.LocalTLS {
-		if err := s.StartLocalTLS(nil); err != nil {
-			return err
-		}
+	if err := s.BeginPreauth(); err != nil {
+		return err
 	}
+	f := &session{s: s}
 	f.reset()
-	s.Client.SetReadDeadline(s.PreauthDeadline())
 
 	// With a fixed provider, connect before greeting the app, so that an
 	// unreachable or refused provider is a clear BYE rather than a hang.

@@ -98,10 +98,8 @@ type session struct {
 // AUTH), then holds one go-smtp server conversation on the app's
 // connection until it ends.
 func (Front) Serve(ctx context.Context, s *proxy.Session) error {
-	if s.Settings.Listener.LocalSecurity == config.LocalTLS {
-		if err := s.StartLocalTLS(nil); err != nil {
-			return err
-		}
+	if err := s.StartImplicitTLS(); err != nil {
+		return err
 	}
 	f := &session{s: s, ctx: ctx, timeout: s.Settings.Limits.CommandTimeout}
 	if f.timeout <= 0 {
