@@ -137,7 +137,14 @@ func BenchmarkFetch64MiB(b *testing.B) {
 	body := []byte("Subject: big\r\n\r\n" + strings.Repeat(strings.Repeat("x", 76)+"\r\n", size/78))
 	endpoint := streamingProvider(b, pki, body)
 	p := start(b, pki, endpoint)
+	compareFetch(b, pki, endpoint, p.Addr, len(body), "relay")
+}
 
+// compareFetch fetches message 1 alternately straight from the TLS
+// provider at endpoint and through the plaintext relay at relayAddr (which
+// goes first alternates, so neither always pays for the other's garbage),
+// and reports each throughput and their ratio.
+func compareFetch(b *testing.B, pki *testkit.PKI, endpoint, relayAddr string, size int, name string) {
 	direct, err := tls.Dial("tcp", strings.TrimPrefix(endpoint, "imaps://"), &tls.Config{RootCAs: pki.CA.Pool(), ServerName: "127.0.0.1"})
 	if err != nil {
 		b.Fatal(err)
@@ -145,8 +152,7 @@ func BenchmarkFetch64MiB(b *testing.B) {
 	defer direct.Close()
 	dbr := bufio.NewReaderSize(direct, 64<<10)
 	loginSelect(b, direct, dbr)
-
-	relayed, err := net.Dial("tcp", p.Addr)
+	relayed, err := net.Dial("tcp", relayAddr)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -156,11 +162,9 @@ func BenchmarkFetch64MiB(b *testing.B) {
 
 	var dDur, rDur time.Duration
 	var n int64
-	b.SetBytes(int64(len(body)))
+	b.SetBytes(int64(size))
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		// Alternate which path goes first, so neither always pays for
-		// the other's garbage.
 		t0 := time.Now()
 		if i%2 == 0 {
 			n = fetchAll(b, direct, dbr, "d"+strconv.Itoa(i))
@@ -179,8 +183,8 @@ func BenchmarkFetch64MiB(b *testing.B) {
 	b.StopTimer()
 	mibs := func(d time.Duration) float64 { return float64(n) * float64(b.N) / d.Seconds() / (1 << 20) }
 	b.ReportMetric(mibs(dDur), "direct-MiB/s")
-	b.ReportMetric(mibs(rDur), "relay-MiB/s")
-	b.ReportMetric(mibs(rDur)/mibs(dDur), "relay/direct")
+	b.ReportMetric(mibs(rDur), name+"-MiB/s")
+	b.ReportMetric(mibs(rDur)/mibs(dDur), name+"/direct")
 }
 
 // BenchmarkFetch64MiBStunnel is BenchmarkFetch64MiB with stunnel (client
@@ -210,47 +214,7 @@ func BenchmarkFetch64MiBStunnel(b *testing.B) {
 	}
 	defer func() { cmd.Process.Kill(); cmd.Wait() }()
 	waitListening(b, addr)
-
-	direct, err := tls.Dial("tcp", providerAddr, &tls.Config{RootCAs: pki.CA.Pool(), ServerName: "127.0.0.1"})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer direct.Close()
-	dbr := bufio.NewReaderSize(direct, 64<<10)
-	loginSelect(b, direct, dbr)
-	relayed, err := net.Dial("tcp", addr)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer relayed.Close()
-	rbr := bufio.NewReaderSize(relayed, 64<<10)
-	loginSelect(b, relayed, rbr)
-
-	var dDur, rDur time.Duration
-	var n int64
-	b.SetBytes(int64(len(body)))
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		t0 := time.Now()
-		if i%2 == 0 {
-			n = fetchAll(b, direct, dbr, "d"+strconv.Itoa(i))
-			t1 := time.Now()
-			fetchAll(b, relayed, rbr, "r"+strconv.Itoa(i))
-			dDur += t1.Sub(t0)
-			rDur += time.Since(t1)
-		} else {
-			fetchAll(b, relayed, rbr, "r"+strconv.Itoa(i))
-			t1 := time.Now()
-			n = fetchAll(b, direct, dbr, "d"+strconv.Itoa(i))
-			rDur += t1.Sub(t0)
-			dDur += time.Since(t1)
-		}
-	}
-	b.StopTimer()
-	mibs := func(d time.Duration) float64 { return float64(n) * float64(b.N) / d.Seconds() / (1 << 20) }
-	b.ReportMetric(mibs(dDur), "direct-MiB/s")
-	b.ReportMetric(mibs(rDur), "stunnel-MiB/s")
-	b.ReportMetric(mibs(rDur)/mibs(dDur), "stunnel/direct")
+	compareFetch(b, pki, endpoint, addr, len(body), "stunnel")
 }
 
 // BenchmarkIdleSessionMemory runs mailproxy as its own process, opens 1,000
@@ -290,30 +254,38 @@ provider = "bench"
 `, filepath.Join(dir, "audit.log"), sessions+10, prov.endpoint, pki.CAFile, addr)), 0o644)
 
 	for i := 0; i < b.N; i++ {
-		cmd := exec.Command(bin, "run", "-config", conf)
-		if err := cmd.Start(); err != nil {
-			b.Fatal(err)
-		}
-		waitListening(b, addr)
-		// Warm up: one session in and out, so that one-time costs (TLS
-		// roots, code pages) are in the baseline.
-		warm := openSession(b, addr)
-		warm.Close()
-		time.Sleep(500 * time.Millisecond)
-		before := rss(b, cmd.Process.Pid)
-		conns := make([]net.Conn, 0, sessions)
-		for j := 0; j < sessions; j++ {
-			conns = append(conns, openSession(b, addr))
-		}
-		time.Sleep(2 * time.Second)
-		after := rss(b, cmd.Process.Pid)
-		b.ReportMetric(float64(after-before)/sessions/1024, "KiB/session")
-		b.ReportMetric(float64(after)/(1<<20), "MiB-rss-total")
-		for _, c := range conns {
-			c.Close()
-		}
+		measureIdle(b, exec.Command(bin, "run", "-config", conf), addr, sessions)
+	}
+}
+
+// measureIdle starts a relay process, opens one warm-up session, then
+// sessions that log in and stay idle, and reports the growth of the
+// process's resident memory per session.
+func measureIdle(b *testing.B, cmd *exec.Cmd, addr string, sessions int) {
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer func() {
 		cmd.Process.Signal(syscall.SIGTERM)
 		cmd.Wait()
+	}()
+	waitListening(b, addr)
+	// Warm up: one session in and out, so that one-time costs (TLS roots,
+	// code pages) are in the baseline.
+	warm := openSession(b, addr)
+	warm.Close()
+	time.Sleep(500 * time.Millisecond)
+	before := rss(b, cmd.Process.Pid)
+	conns := make([]net.Conn, 0, sessions)
+	for j := 0; j < sessions; j++ {
+		conns = append(conns, openSession(b, addr))
+	}
+	time.Sleep(2 * time.Second)
+	after := rss(b, cmd.Process.Pid)
+	b.ReportMetric(float64(after-before)/float64(sessions)/1024, "KiB/session")
+	b.ReportMetric(float64(after)/(1<<20), "MiB-rss-total")
+	for _, c := range conns {
+		c.Close()
 	}
 }
 
@@ -346,28 +318,7 @@ verifyChain = yes
 checkIP = 127.0.0.1
 `, addr, strings.TrimPrefix(prov.endpoint, "imaps://"), pki.CAFile)), 0o644)
 	for i := 0; i < b.N; i++ {
-		cmd := exec.Command(bin, conf)
-		if err := cmd.Start(); err != nil {
-			b.Fatal(err)
-		}
-		waitListening(b, addr)
-		warm := openSession(b, addr)
-		warm.Close()
-		time.Sleep(500 * time.Millisecond)
-		before := rss(b, cmd.Process.Pid)
-		conns := make([]net.Conn, 0, sessions)
-		for j := 0; j < sessions; j++ {
-			conns = append(conns, openSession(b, addr))
-		}
-		time.Sleep(2 * time.Second)
-		after := rss(b, cmd.Process.Pid)
-		b.ReportMetric(float64(after-before)/sessions/1024, "KiB/session")
-		b.ReportMetric(float64(after)/(1<<20), "MiB-rss-total")
-		for _, c := range conns {
-			c.Close()
-		}
-		cmd.Process.Kill()
-		cmd.Wait()
+		measureIdle(b, exec.Command(bin, conf), addr, sessions)
 	}
 }
 
