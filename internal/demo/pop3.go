@@ -43,7 +43,8 @@ func (p *Provider) startPOP3(tlsConf *tls.Config, ca *certs.CA) error {
 
 // imapMaildrop is a POP3 maildrop backed by the demo INBOX over IMAP.
 type imapMaildrop struct {
-	c *imapclient.Client
+	c     *imapclient.Client
+	count uint32 // messages in INBOX when it was selected
 }
 
 func openIMAPMaildrop(addr string, tc *tls.Config, user, password string) (pop3server.Mailbox, error) {
@@ -55,16 +56,18 @@ func openIMAPMaildrop(addr string, tc *tls.Config, user, password string) (pop3s
 		c.Close()
 		return nil, pop3server.ErrAuth
 	}
-	if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+	sel, err := c.Select("INBOX", nil).Wait()
+	if err != nil {
 		c.Close()
 		return nil, errors.Join(pop3server.ErrSysTemp, err)
 	}
-	return &imapMaildrop{c: c}, nil
+	return &imapMaildrop{c: c, count: sel.NumMessages}, nil
 }
 
 func (m *imapMaildrop) Messages() ([]pop3server.Message, error) {
-	sel := m.c.Mailbox()
-	if sel == nil || sel.NumMessages == 0 {
+	// The count from SELECT, not the client's mailbox state, which its
+	// reading goroutine updates on its own time.
+	if m.count == 0 {
 		return nil, nil
 	}
 	var all goimap.SeqSet
