@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"mailproxy/policy"
+	"mailproxy/proxy"
 	"mailproxy/tlsconf"
 )
 
@@ -17,7 +18,7 @@ import (
 func (d *doc) build(f *File) (*Config, Errors) {
 	var errs Errors
 	add := func(e *Error) { errs = append(errs, e) }
-	c := &Config{AuditPath: "stderr", Limits: DefaultLimits}
+	c := &Config{AuditPath: "stderr", Limits: proxy.DefaultLimits}
 
 	if f.Log.Audit != "" {
 		c.AuditPath = d.path(f.Log.Audit)
@@ -74,7 +75,7 @@ func (d *doc) path(p string) string {
 	return filepath.Join(filepath.Dir(d.file), p)
 }
 
-func (d *doc) limits(le *LimitsEntry, l *Limits, add func(*Error)) {
+func (d *doc) limits(le *LimitsEntry, l *proxy.Limits, add func(*Error)) {
 	durs := []struct {
 		key string
 		val string
@@ -104,6 +105,7 @@ func (d *doc) limits(le *LimitsEntry, l *Limits, add func(*Error)) {
 		{"max_sessions", int64(le.MaxSessions), 1, 100000, func(v int64) { l.MaxSessions = int(v) }},
 		{"max_line", int64(le.MaxLine), 1024, 1 << 20, func(v int64) { l.MaxLine = int(v) }},
 		{"max_literal", int64(le.MaxLiteral), 1024, 16 << 20, func(v int64) { l.MaxLiteral = int(v) }},
+		{"max_prelogin", int64(le.MaxPrelogin), 4096, 16 << 20, func(v int64) { l.MaxPrelogin = int(v) }},
 		{"max_message_size", le.MaxMessageSize, 1024, 1 << 40, func(v int64) { l.MaxMessageSize = v }},
 		{"max_recipients", int64(le.MaxRecipients), 1, 100000, func(v int64) { l.MaxRecipients = int(v) }},
 	}
@@ -226,7 +228,7 @@ func (d *doc) provider(i int, pe *ProviderEntry, add func(*Error)) *policy.Provi
 	return p
 }
 
-func (d *doc) listener(i int, le *ListenEntry, c *Config, add func(*Error)) *Listener {
+func (d *doc) listener(i int, le *ListenEntry, c *Config, add func(*Error)) *proxy.ListenSpec {
 	base := fmt.Sprintf("listen.%d", i)
 	who := fmt.Sprintf("listen #%d", i+1)
 	if le.Address != "" {
@@ -237,7 +239,7 @@ func (d *doc) listener(i int, le *ListenEntry, c *Config, add func(*Error)) *Lis
 		ok = false
 		add(d.at(base+"."+k, k+" ("+who+")", format, args...))
 	}
-	l := &Listener{LocalSecurity: LocalNone, AllowPlaintextAuth: le.AllowPlaintextAuth,
+	l := &proxy.ListenSpec{LocalSecurity: proxy.LocalNone, Access: policy.Access{AllowPlaintextAuth: le.AllowPlaintextAuth},
 		MaxSessions: c.Limits.MaxSessions, LocalCert: d.path(le.LocalCert), LocalKey: d.path(le.LocalKey)}
 	proto, err := policy.ParseProto(le.Protocol)
 	if err != nil {
@@ -272,15 +274,16 @@ func (d *doc) listener(i int, le *ListenEntry, c *Config, add func(*Error)) *Lis
 			}
 			pfx = netip.PrefixFrom(ip, ip.BitLen())
 		}
-		l.AllowClients = append(l.AllowClients, pfx.Masked())
+		l.Access.AllowClients = append(l.Access.AllowClients, pfx.Masked())
 	}
-	if l.Address != "" && !l.Loopback() && len(le.AllowClients) == 0 {
+	l.Access.Loopback = l.Address != "" && loopbackAddress(l.Address) && len(le.AllowClients) == 0
+	if l.Address != "" && !loopbackAddress(l.Address) && len(le.AllowClients) == 0 {
 		fail("address", "%s is not a loopback address: a LAN listener needs allow_clients (CIDRs of the machines that may use it)", le.Address)
 	}
-	switch LocalSecurity(le.LocalSecurity) {
-	case "", LocalNone:
-	case LocalSTARTTLS, LocalTLS:
-		l.LocalSecurity = LocalSecurity(le.LocalSecurity)
+	switch proxy.LocalSecurity(le.LocalSecurity) {
+	case "", proxy.LocalNone:
+	case proxy.LocalSTARTTLS, proxy.LocalTLS:
+		l.LocalSecurity = proxy.LocalSecurity(le.LocalSecurity)
 	default:
 		fail("local_security", "%q is not one of none, starttls, tls", le.LocalSecurity)
 	}

@@ -20,6 +20,7 @@ import (
 	toml "github.com/pelletier/go-toml/v2"
 
 	"mailproxy/policy"
+	"mailproxy/proxy"
 )
 
 // File is the TOML document as written.
@@ -44,6 +45,7 @@ type LimitsEntry struct {
 	CommandTimeout string `toml:"command_timeout"`
 	MaxLine        int    `toml:"max_line"`
 	MaxLiteral     int    `toml:"max_literal"`
+	MaxPrelogin    int    `toml:"max_prelogin"`
 	MaxMessageSize int64  `toml:"max_message_size"`
 	MaxRecipients  int    `toml:"max_recipients"`
 }
@@ -80,80 +82,15 @@ type ListenEntry struct {
 var knownKeys = map[string][]string{
 	"":         {"log", "limits", "provider", "listen"},
 	"log":      {"audit", "level"},
-	"limits":   {"max_sessions", "preauth_timeout", "idle_timeout", "command_timeout", "max_line", "max_literal", "max_message_size", "max_recipients"},
+	"limits":   {"max_sessions", "preauth_timeout", "idle_timeout", "command_timeout", "max_line", "max_literal", "max_prelogin", "max_message_size", "max_recipients"},
 	"provider": {"name", "hosts", "domains", "imap", "pop3", "smtp", "ca_file", "pins", "min_tls", "max_tls", "allow_private_addresses"},
 	"listen":   {"protocol", "address", "provider", "local_security", "allow_clients", "allow_plaintext_auth", "max_sessions", "local_cert", "local_key"},
 }
 
-// LocalSecurity is what the app's side of a listener offers.
-type LocalSecurity string
-
-// The local security modes.
-const (
-	LocalNone     LocalSecurity = "none"     // plaintext (loopback, or a LAN with care)
-	LocalSTARTTLS LocalSecurity = "starttls" // plaintext greeting, STARTTLS/STLS offered
-	LocalTLS      LocalSecurity = "tls"      // TLS from the first byte
-)
-
-// Limits bound what one session may do. The defaults suit a desktop and a
-// small office.
-type Limits struct {
-	MaxSessions    int           // concurrent sessions per listener (default 100)
-	PreauthTimeout time.Duration // from connect to login (default 60s)
-	IdleTimeout    time.Duration // after login, no traffic either way (default 35m, above IMAP's 29-minute IDLE)
-	CommandTimeout time.Duration // SMTP: one reply or one client command (default 5m)
-	MaxLine        int           // one command line before login (default 8 KiB)
-	MaxLiteral     int           // one IMAP literal before login (default 64 KiB)
-	MaxMessageSize int64         // SMTP message size; 0: the provider's SIZE, or 64 MiB
-	MaxRecipients  int           // SMTP recipients per message (default 100)
-}
-
-// DefaultLimits are the limits when the file sets none.
-var DefaultLimits = Limits{
-	MaxSessions:    100,
-	PreauthTimeout: 60 * time.Second,
-	IdleTimeout:    35 * time.Minute,
-	CommandTimeout: 5 * time.Minute,
-	MaxLine:        8 << 10,
-	MaxLiteral:     64 << 10,
-	MaxRecipients:  100,
-}
-
-// Listener is one checked [[listen]] entry.
-type Listener struct {
-	Proto   policy.Proto
-	Address string // host:port, host an IP literal
-	// Provider is the listener's provider, or nil when it routes by the
-	// login's domain ("*").
-	Provider           *policy.Provider
-	LocalSecurity      LocalSecurity
-	AllowClients       []netip.Prefix // empty: loopback only
-	AllowPlaintextAuth bool
-	MaxSessions        int
-	LocalCert          string
-	LocalKey           string
-}
-
-// ProviderName is the listener's provider name, or "*".
-func (l *Listener) ProviderName() string {
-	if l.Provider == nil {
-		return "*"
-	}
-	return l.Provider.Name
-}
-
-// Upstream describes where the listener goes, for listener.start.
-func (l *Listener) Upstream() string {
-	if l.Provider == nil {
-		return "by login domain"
-	}
-	e, _ := l.Provider.Endpoint(l.Proto)
-	return e.String()
-}
-
-// Loopback reports whether the listener binds only a loopback address.
-func (l *Listener) Loopback() bool {
-	host, _, _ := net.SplitHostPort(l.Address)
+// loopbackAddress reports whether a listener address binds only a
+// loopback address.
+func loopbackAddress(addr string) bool {
+	host, _, _ := net.SplitHostPort(addr)
 	ip, err := netip.ParseAddr(host)
 	return err == nil && ip.IsLoopback()
 }
@@ -164,9 +101,19 @@ type Config struct {
 	Path      string
 	AuditPath string // "stderr", "stdout" or a file
 	Level     slog.Level
-	Limits    Limits
+	Limits    proxy.Limits
 	Providers []*policy.Provider
-	Listeners []*Listener
+	Listeners []*proxy.ListenSpec
+}
+
+// Setup is what the proxy serves: the configuration's values, without
+// the file's form.
+func (c *Config) Setup() proxy.Setup {
+	s := proxy.Setup{Providers: c.Providers, Limits: c.Limits}
+	for _, l := range c.Listeners {
+		s.Listeners = append(s.Listeners, *l)
+	}
+	return s
 }
 
 // Error is one problem in a configuration file.
@@ -317,7 +264,7 @@ func (c *Config) Provider(name string) *policy.Provider {
 func (c *Config) WithProvider(name string) (*Config, error) {
 	if p := c.Provider(name); p != nil {
 		out := *c
-		out.Listeners = slices.DeleteFunc(slices.Clone(c.Listeners), func(l *Listener) bool { return l.Provider != p })
+		out.Listeners = slices.DeleteFunc(slices.Clone(c.Listeners), func(l *proxy.ListenSpec) bool { return l.Provider != p })
 		return &out, nil
 	}
 	pc, err := Preset(name)

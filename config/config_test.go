@@ -12,6 +12,7 @@ import (
 
 	"mailproxy/internal/certs"
 	"mailproxy/policy"
+	"mailproxy/proxy"
 )
 
 const good = `# a full configuration
@@ -59,7 +60,7 @@ func TestParseGood(t *testing.T) {
 	if c.AuditPath != "/etc/mailproxy/audit.log" || c.Level.String() != "DEBUG" {
 		t.Errorf("log: %q %v", c.AuditPath, c.Level)
 	}
-	if c.Limits.PreauthTimeout != 30*time.Second || c.Limits.MaxRecipients != 50 || c.Limits.IdleTimeout != DefaultLimits.IdleTimeout {
+	if c.Limits.PreauthTimeout != 30*time.Second || c.Limits.MaxRecipients != 50 || c.Limits.IdleTimeout != proxy.DefaultLimits.IdleTimeout {
 		t.Errorf("limits: %+v", c.Limits)
 	}
 	p := c.Provider("example")
@@ -72,7 +73,7 @@ func TestParseGood(t *testing.T) {
 	if len(c.Listeners) != 3 {
 		t.Fatalf("%d listeners", len(c.Listeners))
 	}
-	if l := c.Listeners[1]; l.Provider != nil || len(l.AllowClients) != 2 || l.AllowClients[1].String() != "10.0.0.7/32" || l.Loopback() {
+	if l := c.Listeners[1]; l.Provider != nil || len(l.Access.AllowClients) != 2 || l.Access.AllowClients[1].String() != "10.0.0.7/32" || l.Access.Loopback {
 		t.Errorf("LAN listener %+v", l)
 	}
 	if l := c.Listeners[2]; l.Provider == nil || l.Provider.Name != "runbox" || l.Address != "[::1]:1110" {
@@ -187,7 +188,7 @@ func TestPresets(t *testing.T) {
 			t.Errorf("preset %s has %d listeners", name, len(c.Listeners))
 		}
 		for _, l := range c.Listeners {
-			if !l.Loopback() || l.Address != DefaultListeners[string(l.Proto)] {
+			if !l.Access.Loopback || l.Address != DefaultListeners[string(l.Proto)] {
 				t.Errorf("preset %s listener %s %s", name, l.Proto, l.Address)
 			}
 		}

@@ -6,8 +6,10 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // The audit event names (the `msg` of each JSON line).
@@ -143,7 +145,27 @@ func (s *SessionAudit) Auth(user string, ok bool) {
 	if ok {
 		result = "ok"
 	}
-	s.log.Info(EventAuth, "user", user, "result", result)
+	s.log.Info(EventAuth, "user", Escape(user), "result", result)
+}
+
+// Escape makes text the app chose (a user name) safe to show in one log
+// field: control characters, backslashes and invalid UTF-8 become Go
+// escapes (\x00, \n, \\), so that what is printed says exactly what was
+// sent, and nothing can forge or split a line.
+func Escape(s string) string {
+	clean := true
+	for i, r := range s {
+		if r < 0x20 || r == 0x7f || r == '\\' || (r == utf8.RuneError && !strings.HasPrefix(s[i:], "\uFFFD")) {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	q := strconv.QuoteToGraphic(s)
+	q = q[1 : len(q)-1]
+	return strings.ReplaceAll(q, `\"`, `"`)
 }
 
 // Denied records a refusal. It does nothing unless err is or wraps a

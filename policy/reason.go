@@ -33,6 +33,13 @@ const (
 	ReasonRemoteClient Reason = "remote_client"
 	// ReasonLimit: a size, count or time limit was reached.
 	ReasonLimit Reason = "limit"
+	// ReasonInput: the app's credentials hold bytes that must not reach
+	// the provider (NUL, CR, LF: they would change the meaning of the
+	// SASL message or the command that carries them).
+	ReasonInput Reason = "input"
+	// ReasonPlaintextAuth: the app tried to log in without TLS on a LAN
+	// listener that does not allow it (allow_plaintext_auth).
+	ReasonPlaintextAuth Reason = "plaintext_auth"
 )
 
 func (r Reason) Error() string { return string(r) }

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"time"
 
-	"mailproxy/config"
 	"mailproxy/policy"
 )
 
@@ -33,8 +32,13 @@ func ReadLine(br *bufio.Reader, max int) ([]byte, error) {
 			return line, err
 		}
 	}
+	return trimEOL(line), nil
+}
+
+// trimEOL removes a line's LF or CRLF.
+func trimEOL(line []byte) []byte {
 	line = bytes.TrimSuffix(line, []byte("\n"))
-	return bytes.TrimSuffix(line, []byte("\r")), nil
+	return bytes.TrimSuffix(line, []byte("\r"))
 }
 
 // Pending returns the bytes br has buffered but not yet handed out, so that
@@ -61,8 +65,7 @@ func (s *Session) OffersSTARTTLS() bool {
 // listener; on a LAN listener (a non-loopback address, or any listener with
 // allow_clients) only when the configuration says allow_plaintext_auth.
 func (s *Session) PlaintextAuthAllowed() bool {
-	l := s.Settings.Listener
-	return s.ClientIsTLS() || (l.Loopback() && len(l.AllowClients) == 0) || l.AllowPlaintextAuth
+	return s.Settings.Listen.Access.PlaintextAuth(s.ClientIsTLS())
 }
 
 // StartLocalTLS performs the TLS handshake with the app (local STARTTLS, or
@@ -91,7 +94,7 @@ func (s *Session) StartLocalTLS(br *bufio.Reader) error {
 // local_security = "tls" (TLS from the first byte); elsewhere it does
 // nothing.
 func (s *Session) StartImplicitTLS() error {
-	if s.Settings.Listener.LocalSecurity != config.LocalTLS {
+	if s.Settings.Listen.LocalSecurity != LocalTLS {
 		return nil
 	}
 	return s.StartLocalTLS(nil)

@@ -3,7 +3,6 @@ package proxy
 import (
 	"context"
 	"crypto/rand"
-	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -16,7 +15,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"mailproxy/config"
 	"mailproxy/policy"
 	"mailproxy/tlsconf"
 )
@@ -31,18 +29,6 @@ type Front interface {
 	// turned away before its session starts (remote client, session
 	// limit), e.g. "* BYE ..." or "421 ...".
 	Refuse(w io.Writer, reason policy.Reason, text string)
-}
-
-// Settings are what a listener needs to serve a session. A listener holds
-// them behind an atomic pointer so that a configuration reload applies to
-// new sessions while running ones keep theirs.
-type Settings struct {
-	Listener  *config.Listener
-	Providers []*policy.Provider // for routing on a "*" listener
-	Limits    config.Limits
-	// LocalTLS is the app-side TLS configuration when local_security is
-	// starttls or tls; nil otherwise.
-	LocalTLS *tls.Config
 }
 
 // Listener accepts apps on one address and hands each to its Front.
@@ -64,7 +50,7 @@ type Listener struct {
 // NewListener returns a listener with its first settings.
 func NewListener(front Front, audit *policy.Audit, dialer *tlsconf.Dialer, s *Settings) *Listener {
 	l := &Listener{Front: front, Audit: audit, Dialer: dialer, sessions: map[*Session]struct{}{}}
-	l.settings.Store(s)
+	l.settings.Store(s.normalized())
 	return l
 }
 
@@ -72,7 +58,7 @@ func NewListener(front Front, audit *policy.Audit, dialer *tlsconf.Dialer, s *Se
 func (l *Listener) Settings() *Settings { return l.settings.Load() }
 
 // Update replaces the settings for sessions that start from now on.
-func (l *Listener) Update(s *Settings) { l.settings.Store(s) }
+func (l *Listener) Update(s *Settings) { l.settings.Store(s.normalized()) }
 
 // Addr is the address the listener is bound to, once Listen has returned.
 func (l *Listener) Addr() net.Addr { return l.ln.Addr() }
@@ -82,12 +68,18 @@ func (l *Listener) Addr() net.Addr { return l.ln.Addr() }
 func (l *Listener) Listen(ctx context.Context) error {
 	s := l.Settings()
 	lc := net.ListenConfig{KeepAliveConfig: keepAlive}
-	ln, err := lc.Listen(ctx, "tcp", s.Listener.Address)
+	ln, err := lc.Listen(ctx, "tcp", s.Listen.Address)
 	if err != nil {
-		return fmt.Errorf("listening for %s on %s: %w", s.Listener.Proto, s.Listener.Address, err)
+		return fmt.Errorf("listening for %s on %s: %w", s.Listen.Proto, s.Listen.Address, err)
+	}
+	if a, ok := ln.Addr().(*net.TCPAddr); ok && s.Listen.Access.Loopback && !a.IP.IsLoopback() {
+		// A hand-built value that calls a LAN address loopback would let
+		// passwords cross the network in plaintext.
+		ln.Close()
+		return fmt.Errorf("listener %s: access says loopback, but the address is not", s.Listen.Address)
 	}
 	l.ln = ln
-	l.Audit.ListenerStart(ln.Addr().String(), s.Listener.Proto, s.Listener.ProviderName(), s.Listener.Upstream())
+	l.Audit.ListenerStart(ln.Addr().String(), s.Listen.Proto, s.Listen.ProviderName(), s.Listen.Upstream())
 	return nil
 }
 
@@ -153,21 +145,21 @@ func newID() string {
 
 func (l *Listener) handle(ctx context.Context, c net.Conn) {
 	st := l.Settings()
-	proto := st.Listener.Proto
+	proto := st.Listen.Proto
 	id := newID()
 	audit := l.Audit.Session(id, proto)
 	remote, _ := netip.ParseAddrPort(c.RemoteAddr().String())
 
-	if !clientAllowed(st.Listener, remote.Addr()) {
+	if !st.Listen.Access.Admits(remote.Addr()) {
 		audit.Denied(policy.Deny(policy.ReasonRemoteClient, remote.Addr().Unmap().String(),
-			"client %v is not in allow_clients of listener %s", remote.Addr().Unmap(), st.Listener.Address))
+			"client %v is not in allow_clients of listener %s", remote.Addr().Unmap(), st.Listen.Address))
 		l.refuse(c, policy.ReasonRemoteClient, "mailproxy does not serve this address")
 		return
 	}
-	if n := l.active.Add(1); n > int64(st.Listener.MaxSessions) {
+	if n := l.active.Add(1); n > int64(st.Listen.MaxSessions) {
 		l.active.Add(-1)
 		audit.Denied(policy.Deny(policy.ReasonLimit, "",
-			"listener %s already has %d sessions (max_sessions)", st.Listener.Address, st.Listener.MaxSessions))
+			"listener %s already has %d sessions (max_sessions)", st.Listen.Address, st.Listen.MaxSessions))
 		l.refuse(c, policy.ReasonLimit, "too many connections, try again later")
 		return
 	}
@@ -188,6 +180,11 @@ func (l *Listener) handle(ctx context.Context, c net.Conn) {
 	l.mu.Lock()
 	delete(l.sessions, s)
 	l.mu.Unlock()
+	if err == nil {
+		// A session that never logged in ends saying why, when a login
+		// failed for a reason no other event records.
+		err = s.unexplained()
+	}
 	audit.End(policy.SessionStats{
 		BytesUp: s.bytesUp.Load(), BytesDown: s.bytesDown.Load(),
 		Duration: time.Since(s.start), Mail: s.mail, Err: err,
@@ -210,21 +207,4 @@ func (l *Listener) refuse(c net.Conn, reason policy.Reason, text string) {
 	c.SetDeadline(time.Now().Add(5 * time.Second))
 	l.Front.Refuse(c, reason, text)
 	c.Close()
-}
-
-// clientAllowed applies the listener's client allowlist: without
-// allow_clients only loopback clients; with it, exactly the clients inside
-// it (list 127.0.0.1/32 too on a 0.0.0.0 listener that this machine's apps
-// use).
-func clientAllowed(l *config.Listener, ip netip.Addr) bool {
-	ip = ip.Unmap()
-	if len(l.AllowClients) == 0 {
-		return ip.IsLoopback()
-	}
-	for _, p := range l.AllowClients {
-		if p.Contains(ip) {
-			return true
-		}
-	}
-	return false
 }

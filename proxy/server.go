@@ -7,12 +7,20 @@ import (
 	"fmt"
 	"sync"
 
-	"mailproxy/config"
 	"mailproxy/policy"
 	"mailproxy/tlsconf"
 )
 
-// Server runs the listeners of a configuration.
+// Setup is everything a Server serves: the listeners, the providers a
+// "*" listener chooses among, and the limits. cmd/mailproxy builds it from
+// the configuration file; tests build it by hand.
+type Setup struct {
+	Providers []*policy.Provider
+	Limits    Limits // zero fields mean the defaults
+	Listeners []ListenSpec
+}
+
+// Server runs the listeners of a Setup.
 type Server struct {
 	Audit  *policy.Audit
 	Dialer *tlsconf.Dialer
@@ -20,7 +28,7 @@ type Server struct {
 	Fronts map[policy.Proto]Front
 	// LocalTLS returns the app-side TLS configuration of a listener whose
 	// local_security is not "none". Nil means local TLS is unavailable.
-	LocalTLS func(*config.Listener) (*tls.Config, error)
+	LocalTLS func(ListenSpec) (*tls.Config, error)
 
 	mu        sync.Mutex
 	listeners map[string]*Listener // by address
@@ -28,9 +36,9 @@ type Server struct {
 	errc      chan error
 }
 
-func (s *Server) settings(c *config.Config, l *config.Listener) (*Settings, error) {
-	st := &Settings{Listener: l, Providers: c.Providers, Limits: c.Limits}
-	if l.LocalSecurity != config.LocalNone {
+func (s *Server) settings(c Setup, l ListenSpec) (*Settings, error) {
+	st := &Settings{Listen: l, Providers: c.Providers, Limits: c.Limits}
+	if l.LocalSecurity != "" && l.LocalSecurity != LocalNone {
 		if s.LocalTLS == nil {
 			return nil, fmt.Errorf("listener %s: local_security %q is not available", l.Address, l.LocalSecurity)
 		}
@@ -45,7 +53,7 @@ func (s *Server) settings(c *config.Config, l *config.Listener) (*Settings, erro
 
 // Start binds every listener of c and serves them in the background. If
 // any cannot start, none is left running.
-func (s *Server) Start(ctx context.Context, c *config.Config) error {
+func (s *Server) Start(ctx context.Context, c Setup) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.listeners = map[string]*Listener{}
@@ -67,7 +75,7 @@ func (s *Server) Start(ctx context.Context, c *config.Config) error {
 	return nil
 }
 
-func (s *Server) newListener(ctx context.Context, c *config.Config, lc *config.Listener) (*Listener, error) {
+func (s *Server) newListener(ctx context.Context, c Setup, lc ListenSpec) (*Listener, error) {
 	front, ok := s.Fronts[lc.Proto]
 	if !ok {
 		return nil, fmt.Errorf("listener %s: no %s front", lc.Address, lc.Proto)
@@ -84,7 +92,7 @@ func (s *Server) newListener(ctx context.Context, c *config.Config, lc *config.L
 }
 
 func (s *Server) serve(ctx context.Context, l *Listener) {
-	s.listeners[l.Settings().Listener.Address] = l
+	s.listeners[l.Settings().Listen.Address] = l
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -110,7 +118,7 @@ func (s *Server) Listeners() []*Listener {
 // new addresses start, and addresses no longer configured stop accepting
 // and let their sessions finish. A listener whose protocol changed is
 // restarted.
-func (s *Server) Reload(ctx context.Context, c *config.Config) error {
+func (s *Server) Reload(ctx context.Context, c Setup) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	// Prepare everything first, so that a failure changes nothing.
@@ -128,7 +136,7 @@ func (s *Server) Reload(ctx context.Context, c *config.Config) error {
 		return err
 	}
 	for _, lc := range c.Listeners {
-		if old, ok := s.listeners[lc.Address]; ok && old.Settings().Listener.Proto == lc.Proto {
+		if old, ok := s.listeners[lc.Address]; ok && old.Settings().Listen.Proto == lc.Proto {
 			st, err := s.settings(c, lc)
 			if err != nil {
 				return fail(err)

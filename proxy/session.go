@@ -35,6 +35,23 @@ type Session struct {
 	mu      sync.Mutex
 	closers []io.Closer
 	closed  bool
+	// loggedIn is set once the provider accepted a login.
+	loggedIn bool
+	// loginErr is the last login attempt that failed without the
+	// provider's verdict (unreachable, broken protocol, no mechanism),
+	// for session.end when the session ends without a login.
+	loginErr error
+}
+
+// unexplained is the error session.end carries for a session that ended
+// without a login after a login attempt failed for want of a provider.
+func (s *Session) unexplained() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.loggedIn {
+		return nil
+	}
+	return s.loginErr
 }
 
 // SetClient replaces the app's connection (after a local TLS upgrade of
@@ -101,7 +118,7 @@ func (s *Session) CountMail(messages, recipients int) {
 }
 
 // Provider is the listener's fixed provider, or nil on a "*" listener.
-func (s *Session) Provider() *policy.Provider { return s.Settings.Listener.Provider }
+func (s *Session) Provider() *policy.Provider { return s.Settings.Listen.Provider }
 
 // Route decides where a login goes, auditing a refusal.
 func (s *Session) Route(login string) (policy.Route, error) {
@@ -110,17 +127,6 @@ func (s *Session) Route(login string) (policy.Route, error) {
 		s.Audit.Denied(err)
 	}
 	return r, err
-}
-
-// FixedRoute is the route of a listener with a fixed provider, before any
-// login is known.
-func (s *Session) FixedRoute() (policy.Route, bool) {
-	p := s.Provider()
-	if p == nil {
-		return policy.Route{}, false
-	}
-	ep, ok := p.Endpoint(s.Proto)
-	return policy.Route{Provider: p, Endpoint: ep}, ok
 }
 
 // Dial connects to the provider of r under the policy. The connection is
@@ -165,21 +171,5 @@ const WriteTimeout = 30 * time.Second
 func (s *Session) Printf(format string, args ...any) error {
 	s.Client.SetWriteDeadline(time.Now().Add(WriteTimeout))
 	_, err := fmt.Fprintf(s.Client, format, args...)
-	return err
-}
-
-// EndPreauth ends a session whose read from the app failed before login.
-// A timeout is the pre-login limit: bye writes the protocol's last words,
-// the limit is audited, and ErrPreauthTimeout returned. The app closing
-// the connection is an orderly end (nil). Any other error is returned.
-func (s *Session) EndPreauth(err error, bye func()) error {
-	switch {
-	case IsTimeout(err):
-		bye()
-		s.Deny(policy.ReasonLimit, "", "the app did not log in within preauth_timeout (%v)", s.Settings.Limits.PreauthTimeout)
-		return ErrPreauthTimeout
-	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
-		return nil
-	}
 	return err
 }

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 
 	"mailproxy/config"
+	"mailproxy/proxy"
 	"mailproxy/tlsconf"
 )
 
@@ -15,9 +16,9 @@ import (
 // app-side TLS configuration: the listener's own local_cert/local_key, or
 // the certificate generated once in the user's mailproxy folder, naming
 // every listener address of c.
-func localTLS(c *config.Config) func(*config.Listener) (*tls.Config, error) {
-	return func(l *config.Listener) (*tls.Config, error) {
-		cert, _, err := localCert(c, l)
+func localTLS(c *config.Config) func(proxy.ListenSpec) (*tls.Config, error) {
+	return func(l proxy.ListenSpec) (*tls.Config, error) {
+		cert, _, err := localCert(c, &l)
 		if err != nil {
 			return nil, err
 		}
@@ -27,7 +28,7 @@ func localTLS(c *config.Config) func(*config.Listener) (*tls.Config, error) {
 
 // localCert loads or creates the certificate listener l serves (l may be
 // nil: the generated one).
-func localCert(c *config.Config, l *config.Listener) (tls.Certificate, string, error) {
+func localCert(c *config.Config, l *proxy.ListenSpec) (tls.Certificate, string, error) {
 	if l != nil && l.LocalCert != "" {
 		cert, err := tlsconf.LoadLocalCert(l.LocalCert, l.LocalKey)
 		return cert, l.LocalCert, err
@@ -75,7 +76,7 @@ func certCmd(args []string, stdout, stderr io.Writer) int {
 	} else if found, err := loadConfig("", ""); err == nil {
 		c = found
 	}
-	var l *config.Listener
+	var l *proxy.ListenSpec
 	if c != nil {
 		for _, x := range c.Listeners {
 			if x.LocalCert != "" {

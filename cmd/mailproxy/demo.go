@@ -78,7 +78,7 @@ func demoCmd(args []string, stdout, stderr io.Writer) int {
 	audit := policy.NewAudit(stderr, c.Level)
 	srv := &proxy.Server{Audit: audit, Dialer: &tlsconf.Dialer{}, Fronts: fronts(), LocalTLS: localTLS(c)}
 	ctx := context.Background()
-	if err := srv.Start(ctx, c); err != nil {
+	if err := srv.Start(ctx, c.Setup()); err != nil {
 		fmt.Fprintln(stderr, "mailproxy demo:", err, "(another program may use the port: try -port-base 20000)")
 		return exitFailure
 	}

@@ -65,7 +65,7 @@ func runCmd(args []string, stdout, stderr io.Writer) int {
 
 	srv := &proxy.Server{Audit: audit, Dialer: &tlsconf.Dialer{}, Fronts: fronts(), LocalTLS: localTLS(c)}
 	ctx := context.Background()
-	if err := srv.Start(ctx, c); err != nil {
+	if err := srv.Start(ctx, c.Setup()); err != nil {
 		fmt.Fprintln(stderr, "mailproxy:", err)
 		return exitFailure
 	}
@@ -117,7 +117,7 @@ func reload(ctx context.Context, srv *proxy.Server, old *config.Config, path, pr
 	c, err := loadConfig(path, provider)
 	if err == nil {
 		srv.LocalTLS = localTLS(c)
-		err = srv.Reload(ctx, c)
+		err = srv.Reload(ctx, c.Setup())
 	}
 	audit.ConfigReload(file, err)
 }

@@ -1,13 +1,14 @@
-// Package testkit holds what the relay tests of every protocol share: a test
-// PKI, a collecting audit sink with assertions, an in-process mailproxy
-// listener, and a transcript client that plays a legacy app line by line.
-// It is imported by tests only.
+// Package testkit holds what the tests of every package share: a test PKI,
+// a collecting audit sink with assertions, a transcript client that plays
+// a legacy app line by line, scripted servers, and the tool lookup. It is
+// imported by tests only, and imports nothing of mailproxy's but the
+// certificate maker (itself a leaf), so that any package's tests can use it
+// (proxy/proxytest adds an in-process listener on top).
 package testkit
 
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
@@ -20,11 +21,7 @@ import (
 	"testing"
 	"time"
 
-	"mailproxy/config"
 	"mailproxy/internal/certs"
-	"mailproxy/policy"
-	"mailproxy/proxy"
-	"mailproxy/tlsconf"
 )
 
 // PKI is a test CA and a server certificate for 127.0.0.1 and localhost.
@@ -57,29 +54,6 @@ func NewPKI(t testing.TB) *PKI {
 // ServerConfig is a TLS server configuration for a fake provider.
 func (p *PKI) ServerConfig() *tls.Config {
 	return &tls.Config{Certificates: []tls.Certificate{p.Cert}}
-}
-
-// Provider returns a provider on 127.0.0.1 that trusts the PKI, with the
-// given endpoint URLs.
-func (p *PKI) Provider(name string, endpoints ...string) *policy.Provider {
-	pr := &policy.Provider{
-		Name:                  name,
-		Hosts:                 []string{"127.0.0.1", "localhost"},
-		Domains:               []string{name + ".test"},
-		Endpoints:             map[policy.Proto]policy.Endpoint{},
-		CAFile:                p.CAFile,
-		MinTLS:                tls.VersionTLS12,
-		MaxTLS:                tls.VersionTLS13,
-		AllowPrivateAddresses: true,
-	}
-	for _, e := range endpoints {
-		ep, err := policy.ParseEndpoint(e)
-		if err != nil {
-			panic(err)
-		}
-		pr.Endpoints[ep.Proto] = ep
-	}
-	return pr
 }
 
 // Audit collects audit events.
@@ -169,48 +143,6 @@ func (a *Audit) NoSecret(t testing.TB, secrets ...string) {
 			}
 		}
 	}
-}
-
-// Proxy is an in-process mailproxy listener.
-type Proxy struct {
-	Addr     string
-	Audit    *Audit
-	Listener *proxy.Listener
-}
-
-// ProxyOptions adjust the listener's settings before it starts.
-type ProxyOptions func(*proxy.Settings)
-
-// StartProxy runs a listener for proto on 127.0.0.1 in front of provider
-// (nil: route by login domain among providers). It stops with the test.
-func StartProxy(t testing.TB, front proxy.Front, proto policy.Proto, provider *policy.Provider, providers []*policy.Provider, opts ...ProxyOptions) *Proxy {
-	t.Helper()
-	if provider != nil && providers == nil {
-		providers = []*policy.Provider{provider}
-	}
-	st := &proxy.Settings{
-		Listener: &config.Listener{Proto: proto, Address: "127.0.0.1:0", Provider: provider,
-			LocalSecurity: config.LocalNone, MaxSessions: 100},
-		Providers: providers,
-		Limits:    config.DefaultLimits,
-	}
-	for _, o := range opts {
-		o(st)
-	}
-	a := &Audit{}
-	l := proxy.NewListener(front, policy.NewAudit(a, 0), &tlsconf.Dialer{Timeout: 10 * time.Second}, st)
-	if err := l.Listen(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { l.Serve(context.Background()); close(done) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		l.Shutdown(ctx)
-		<-done
-	})
-	return &Proxy{Addr: l.Addr().String(), Audit: a, Listener: l}
 }
 
 // Conn is a transcript client: it plays an app line by line.

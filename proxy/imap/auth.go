@@ -1,9 +1,6 @@
 package imap
 
 import (
-	"errors"
-	"fmt"
-
 	"mailproxy/proxy"
 )
 
@@ -23,13 +20,10 @@ func (f *session) authenticate(c *command) (proxy.Credentials, error) {
 		ir = &s
 	}
 	return proxy.ReadSASL(c.args[0].s, ir, func(challenge string) (string, error) {
-		if _, err := fmt.Fprintf(f.client(), "+ %s\r\n", challenge); err != nil {
+		if err := f.write("+ %s\r\n", challenge); err != nil {
 			return "", err
 		}
-		l, err := proxy.ReadLine(f.br, f.s.Settings.Limits.MaxLine)
-		if errors.Is(err, proxy.ErrLineTooLong) {
-			return "", errTooBig
-		}
+		l, err := f.p.ReadLine()
 		return string(l), err
 	})
 }

@@ -1,10 +1,8 @@
 package imap
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
-	"io"
 	"strconv"
 	"strings"
 
@@ -35,9 +33,6 @@ type arg struct {
 	list []arg
 }
 
-// errTooBig is a line or literal over the pre-login limits.
-var errTooBig = errors.New("too big")
-
 // errSyntax is a command mailproxy cannot parse; the text says why.
 type errSyntax struct {
 	tag string
@@ -46,24 +41,15 @@ type errSyntax struct {
 
 func (e *errSyntax) Error() string { return e.msg }
 
-// commandReader reads the app's commands before login.
-type commandReader struct {
-	br         *bufio.Reader
-	w          io.Writer // for literal continuation requests
-	maxLine    int
-	maxLiteral int
-}
-
-// read reads one whole command, answering "+" for synchronising literals.
-func (r *commandReader) read() (*command, error) {
-	line, err := proxy.ReadLine(r.br, r.maxLine)
+// readCommand reads one whole command, answering "+" for synchronising
+// literals. Every line and literal is read through p, under the pre-login
+// bounds.
+func readCommand(pl *proxy.Prelogin) (*command, error) {
+	line, err := pl.ReadLine()
 	if err != nil {
-		if errors.Is(err, proxy.ErrLineTooLong) {
-			return nil, errTooBig
-		}
 		return nil, err
 	}
-	p := &parser{r: r, line: string(line)}
+	p := &parser{r: pl, line: string(line)}
 	tag := p.atom()
 	if tag == "" || strings.ContainsAny(tag, "+") {
 		return nil, &errSyntax{tag: "*", msg: "expected a tag"}
@@ -98,7 +84,7 @@ func wrapTag(tag string, err error) error {
 }
 
 type parser struct {
-	r    *commandReader
+	r    *proxy.Prelogin
 	line string
 	pos  int
 }
@@ -202,23 +188,21 @@ func (p *parser) literal() (arg, error) {
 	if err != nil {
 		return arg{}, &errSyntax{msg: fmt.Sprintf("bad literal length %q", spec)}
 	}
-	if int(n) > p.r.maxLiteral {
-		return arg{}, errTooBig
+	// The bounds first: no "+" for a literal that would be refused.
+	if err := p.r.CheckLiteral(int64(n)); err != nil {
+		return arg{}, err
 	}
 	if !nonSync {
-		if _, err := io.WriteString(p.r.w, "+ Ready for literal data\r\n"); err != nil {
+		if err := p.r.Printf("+ Ready for literal data\r\n"); err != nil {
 			return arg{}, err
 		}
 	}
-	buf := make([]byte, n)
-	if _, err := io.ReadFull(p.r.br, buf); err != nil {
+	buf, err := p.r.ReadLiteral(int64(n))
+	if err != nil {
 		return arg{}, err
 	}
-	next, err := proxy.ReadLine(p.r.br, p.r.maxLine)
+	next, err := p.r.ReadLine()
 	if err != nil {
-		if errors.Is(err, proxy.ErrLineTooLong) {
-			return arg{}, errTooBig
-		}
 		return arg{}, err
 	}
 	p.line, p.pos = string(next), 0

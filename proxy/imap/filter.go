@@ -15,7 +15,7 @@ import (
 // fields to the provider after login (mailproxy answers ID before login).
 
 // filterStatus edits the text of a status response ("OK [CODE ...] text").
-func (f *session) filterStatus(text string) string {
+func (f *session) filterStatus(up *upstream, text string) string {
 	status, rest, _ := strings.Cut(text, " ")
 	if !strings.HasPrefix(rest, "[") {
 		return text
@@ -28,7 +28,7 @@ func (f *session) filterStatus(text string) string {
 	name, args, _ := strings.Cut(code, " ")
 	switch strings.ToUpper(name) {
 	case "REFERRAL":
-		f.referral(args)
+		f.referral(up, args)
 		if after == "" {
 			after = "Login referral removed by mailproxy"
 		}
@@ -41,7 +41,7 @@ func (f *session) filterStatus(text string) string {
 
 // filterUntagged edits untagged responses line by line; lines that carry a
 // literal, and what follows them, are left alone.
-func (f *session) filterUntagged(raw []byte) string {
+func (f *session) filterUntagged(up *upstream, raw []byte) string {
 	var out bytes.Buffer
 	for len(raw) > 0 {
 		line, rest, found := bytes.Cut(raw, []byte("\r\n"))
@@ -50,12 +50,12 @@ func (f *session) filterUntagged(raw []byte) string {
 			break
 		}
 		s := string(line)
-		up := strings.ToUpper(s)
+		upper := strings.ToUpper(s)
 		switch {
-		case strings.HasPrefix(up, "* CAPABILITY "):
+		case strings.HasPrefix(upper, "* CAPABILITY "):
 			s = s[:len("* CAPABILITY ")] + withoutID(s[len("* CAPABILITY "):])
-		case strings.HasPrefix(up, "* OK ["), strings.HasPrefix(up, "* NO ["), strings.HasPrefix(up, "* BAD ["):
-			s = "* " + f.filterStatus(s[2:])
+		case strings.HasPrefix(upper, "* OK ["), strings.HasPrefix(upper, "* NO ["), strings.HasPrefix(upper, "* BAD ["):
+			s = "* " + f.filterStatus(up, s[2:])
 		}
 		out.WriteString(s + "\r\n")
 		raw = rest
@@ -74,14 +74,14 @@ func withoutID(caps string) string {
 }
 
 // referral audits a REFERRAL that points outside the provider's hosts.
-func (f *session) referral(urls string) {
+func (f *session) referral(up *upstream, urls string) {
 	for _, u := range strings.Fields(urls) {
 		host := referralHost(u)
-		if host != "" && f.up != nil && f.up.route.Provider.Allows(host) {
+		if host != "" && up.route.Provider.Allows(host) {
 			continue
 		}
 		f.s.Deny(policy.ReasonNonProviderHost, host,
-			"the provider referred the login to %s, outside provider %q's hosts; the referral was removed", proxy.Printable(u, 200), f.up.route.Provider.Name)
+			"the provider referred the login to %s, outside provider %q's hosts; the referral was removed", proxy.Printable(u, 200), up.route.Provider.Name)
 	}
 }
 

@@ -10,17 +10,16 @@
 package imap
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"strings"
 	"time"
 
 	"mailproxy/policy"
 	"mailproxy/proxy"
+	"mailproxy/tlsconf"
 )
 
 // Front serves IMAP sessions. The zero value is ready to use.
@@ -35,78 +34,48 @@ func (Front) Refuse(w io.Writer, _ policy.Reason, text string) {
 
 // session is one IMAP session until the relay takes over.
 type session struct {
-	s  *proxy.Session
-	br *bufio.Reader
-	cr *commandReader
-	up *upstream
+	s *proxy.Session
+	p *proxy.Prelogin
 }
 
-func (f *session) client() net.Conn { return f.s.Client }
-
-func (f *session) reset() {
-	f.br = bufio.NewReaderSize(f.s.Client, 4096)
-	f.cr = &commandReader{br: f.br, w: f.s.Client, maxLine: f.s.Settings.Limits.MaxLine, maxLiteral: f.s.Settings.Limits.MaxLiteral}
-}
-
-func (f *session) write(format string, args ...any) error { return f.s.Printf(format, args...) }
-
-// Serve runs one session.
+// Serve runs one session: mailproxy's own pre-login dialogue, with no
+// connection to the provider until the app logs in.
 func (Front) Serve(ctx context.Context, s *proxy.Session) error {
-	if err := s.BeginPreauth(); err != nil {
-		return err
-	}
-	f := &session{s: s}
-	f.reset()
-
-	// With a fixed provider, connect before greeting the app, so that an
-	// unreachable or refused provider is a clear BYE rather than a hang.
-	if route, ok := s.FixedRoute(); ok {
-		up, err := connect(ctx, s, route)
-		if err != nil {
-			f.write("* BYE [UNAVAILABLE] %s\r\n", proxy.Explain(err))
-			return err
-		}
-		f.up = up
-	}
-	if err := f.write("* OK [CAPABILITY %s] mailproxy ready\r\n", f.capabilities()); err != nil {
-		return err
-	}
-	for {
-		c, err := f.cr.read()
-		if err != nil {
-			var se *errSyntax
-			switch {
-			case errors.As(err, &se):
-				if err := f.write("%s BAD %s\r\n", se.tag, se.msg); err != nil {
-					return err
-				}
-				continue
-			case errors.Is(err, errTooBig):
-				return f.limit("a command line or literal before login is over the limit (max_line %d, max_literal %d bytes)",
-					s.Settings.Limits.MaxLine, s.Settings.Limits.MaxLiteral)
-			}
-			return f.readError(err)
-		}
-		done, err := f.handle(ctx, c)
-		if done || err != nil {
-			return err
-		}
-	}
+	return s.ServeLines(ctx, &session{s: s})
 }
 
-// readError ends the session after a failed read from the app.
-func (f *session) readError(err error) error {
-	return f.s.EndPreauth(err, func() { f.write("* BYE Autologout: no login within %v\r\n", f.s.Settings.Limits.PreauthTimeout) })
+// Greeting is mailproxy's own greeting; nothing is known of the provider
+// yet.
+func (f *session) Greeting(p *proxy.Prelogin) string {
+	f.p = p
+	return fmt.Sprintf("* OK [CAPABILITY %s] mailproxy ready\r\n", f.capabilities())
 }
 
-// limit ends the session for a limit, auditing it.
-func (f *session) limit(format string, args ...any) error {
-	f.write("* BYE [LIMIT] Command too long\r\n")
-	return f.s.Deny(policy.ReasonLimit, "", format, args...)
+// Goodbye is the BYE before mailproxy closes the connection (RFC 9051
+// §7.1.5; [LIMIT] is RFC 5530's code for a limit).
+func (f *session) Goodbye(limit bool, text string) string {
+	if limit {
+		return "* BYE [LIMIT] " + text + "\r\n"
+	}
+	return "* BYE Autologout: " + text + "\r\n"
 }
 
-// handle runs one pre-login command; done means the session is over (the
-// app logged out, or logged in and the relay has ended).
+func (f *session) write(format string, args ...any) error { return f.p.Printf(format, args...) }
+
+// Command reads and runs one pre-login command; done means the session is
+// over (the app logged out, or logged in and the relay has ended).
+func (f *session) Command(ctx context.Context, p *proxy.Prelogin) (bool, error) {
+	c, err := readCommand(p)
+	if err != nil {
+		var se *errSyntax
+		if errors.As(err, &se) {
+			return false, f.write("%s BAD %s\r\n", se.tag, se.msg)
+		}
+		return false, err
+	}
+	return f.handle(ctx, c)
+}
+
 func (f *session) handle(ctx context.Context, c *command) (done bool, err error) {
 	switch c.name {
 	case "CAPABILITY":
@@ -115,9 +84,6 @@ func (f *session) handle(ctx context.Context, c *command) (done bool, err error)
 		return false, f.write("%s OK NOOP completed\r\n", c.tag)
 	case "LOGOUT":
 		f.write("* BYE mailproxy logging out\r\n%s OK LOGOUT completed\r\n", c.tag)
-		if f.up != nil {
-			f.up.send(f.up.tag() + " LOGOUT")
-		}
 		return true, nil
 	case "ID":
 		// Answered here: the app's ID fields would tell the provider which
@@ -130,12 +96,7 @@ func (f *session) handle(ctx context.Context, c *command) (done bool, err error)
 		if err := f.write("%s OK Begin TLS negotiation now\r\n", c.tag); err != nil {
 			return true, err
 		}
-		if err := f.s.StartLocalTLS(f.br); err != nil {
-			return true, err
-		}
-		f.reset()
-		f.s.Client.SetReadDeadline(f.s.PreauthDeadline())
-		return false, nil
+		return false, f.p.StartTLS()
 	case "LOGIN":
 		if len(c.args) != 2 {
 			return false, f.write("%s BAD LOGIN takes a user name and a password\r\n", c.tag)
@@ -148,7 +109,7 @@ func (f *session) handle(ctx context.Context, c *command) (done bool, err error)
 		return f.login(ctx, c.tag, proxy.Credentials{Username: user, Password: proxy.NewSecret(pass)})
 	case "AUTHENTICATE":
 		if !f.s.PlaintextAuthAllowed() {
-			return false, f.write("%s NO [PRIVACYREQUIRED] Use STARTTLS before logging in on this listener\r\n", c.tag)
+			return false, f.privacyRequired(c.tag)
 		}
 		creds, err := f.authenticate(c)
 		var se *errSyntax
@@ -163,12 +124,16 @@ func (f *session) handle(ctx context.Context, c *command) (done bool, err error)
 			return false, f.write("%s BAD Malformed SASL response\r\n", c.tag)
 		case errors.Is(err, proxy.ErrSASLMechanism):
 			return false, f.write("%s NO Unsupported mechanism: mailproxy offers AUTH=PLAIN and AUTH=LOGIN\r\n", c.tag)
-		case errors.Is(err, errTooBig):
-			return true, f.limit("a SASL response before login is over max_line (%d bytes)", f.s.Settings.Limits.MaxLine)
 		}
-		return true, f.readError(err)
+		return false, err
 	}
 	return false, f.write("%s BAD %s is not available before login (mailproxy handles CAPABILITY, NOOP, LOGOUT, ID, STARTTLS, LOGIN and AUTHENTICATE until then)\r\n", c.tag, clip(c.name))
+}
+
+// privacyRequired refuses a login without TLS on a LAN listener, audited.
+func (f *session) privacyRequired(tag string) error {
+	f.s.Deny(policy.ReasonPlaintextAuth, "", "the app tried to log in without TLS on LAN listener %s (allow_plaintext_auth is off)", f.s.Settings.Listen.Address)
+	return f.write("%s NO [PRIVACYREQUIRED] Use STARTTLS before logging in on this listener\r\n", tag)
 }
 
 // login logs in at the provider with the app's credentials and, when that
@@ -176,75 +141,53 @@ func (f *session) handle(ctx context.Context, c *command) (done bool, err error)
 func (f *session) login(ctx context.Context, tag string, creds proxy.Credentials) (bool, error) {
 	s := f.s
 	if !s.PlaintextAuthAllowed() {
-		return false, f.write("%s NO [PRIVACYREQUIRED] Use STARTTLS before logging in on this listener\r\n", tag)
+		return false, f.privacyRequired(tag)
 	}
-	route, err := s.Route(creds.Username)
-	if err != nil {
-		return false, f.write("%s NO [CONTACTADMIN] %s\r\n", tag, proxy.ExplainRoute(err))
-	}
-	res, err := f.loginAt(ctx, route, creds)
-	if err != nil {
+	var up *upstream
+	var res *loginResult
+	ok, err := s.LoginUpstream(ctx, creds, func(conn *tlsconf.Upstream, route policy.Route) (bool, error) {
+		var err error
+		if up, err = start(conn, route); err != nil {
+			return false, err
+		}
+		if res, err = up.login(creds); err != nil {
+			return false, err
+		}
+		return res.ok, nil
+	})
+	var ie *proxy.InputError
+	var re *proxy.RouteError
+	switch {
+	case errors.As(err, &ie):
+		return false, f.write("%s BAD %s\r\n", tag, ie.Text)
+	case errors.As(err, &re):
+		return false, f.write("%s NO [CONTACTADMIN] %s\r\n", tag, re.Text)
+	case err != nil:
 		return false, f.write("%s NO [UNAVAILABLE] %s\r\n", tag, proxy.Explain(err))
 	}
-	s.Audit.Auth(creds.Username, res.ok)
-	untagged := f.filterUntagged(res.untagged)
-	tagged := f.filterStatus(res.tagged)
+	untagged := f.filterUntagged(up, res.untagged)
+	tagged := f.filterStatus(up, res.tagged)
 	if err := f.write("%s%s %s\r\n", untagged, tag, tagged); err != nil {
 		return true, err
 	}
-	if !res.ok {
+	if !ok {
 		return false, nil
 	}
-	// Logged in: from here on the provider speaks to the app directly.
-	// Drop the pre-login state first: an idle relayed session should hold
-	// as little memory as possible.
-	up, appPending, upPending := f.up.conn, proxy.Pending(f.br), proxy.Pending(f.up.br)
-	f.br, f.cr, f.up = nil, nil, nil
+	// Logged in: from here on the provider speaks to the app directly,
+	// and the pre-login state is let go, so that an idle relayed session
+	// holds as little memory as possible.
+	appPending, upPending := f.p.Handover(), proxy.Pending(up.br)
+	conn := up.conn
+	f.p, up = nil, nil
 	s.Client.SetDeadline(time.Time{})
-	up.SetDeadline(time.Time{})
-	return true, s.Relay(s.Client, appPending, up.Conn, upPending, newIDFilter)
+	return true, s.Relay(s.Client, appPending, conn.Conn, upPending, newIDFilter)
 }
 
-// loginAt logs in at route's provider, connecting first when there is no
-// connection to it yet. A connection kept from before (dialled before the
-// greeting, or left by a failed login) may have been closed by the
-// provider while the app was typing: then it connects once more and tries
-// again, so that the app does not see a failure for mailproxy's waiting.
-func (f *session) loginAt(ctx context.Context, route policy.Route, creds proxy.Credentials) (*loginResult, error) {
-	for attempt := 0; ; attempt++ {
-		fresh := false
-		if f.up == nil || f.up.route.Provider != route.Provider || f.up.route.Endpoint != route.Endpoint {
-			if f.up != nil {
-				f.up.conn.Close()
-				f.up = nil
-			}
-			up, err := connect(ctx, f.s, route)
-			if err != nil {
-				return nil, err
-			}
-			f.up, fresh = up, true
-		}
-		f.up.route = route
-		f.up.deadline(f.s)
-		res, err := f.up.login(creds)
-		if err == nil {
-			return res, nil
-		}
-		f.up.conn.Close()
-		f.up = nil
-		if fresh || attempt > 0 || !connectionLost(err) {
-			return nil, err
-		}
-	}
-}
-
-// capabilities is mailproxy's own list before login. After login the app
-// sees the provider's.
+// capabilities is mailproxy's own list before login; it promises nothing
+// about the provider, which is not connected yet. After login the app sees
+// the provider's (in the login reply, and for every CAPABILITY).
 func (f *session) capabilities() string {
 	caps := []string{"IMAP4rev1"}
-	if f.up != nil && f.up.caps["IMAP4REV2"] {
-		caps = append(caps, "IMAP4rev2")
-	}
 	if f.s.OffersSTARTTLS() {
 		caps = append(caps, "STARTTLS")
 	}
@@ -253,12 +196,5 @@ func (f *session) capabilities() string {
 	} else {
 		caps = append(caps, "LOGINDISABLED")
 	}
-	caps = append(caps, "SASL-IR")
-	switch {
-	case f.up != nil && f.up.caps["LITERAL+"]:
-		caps = append(caps, "LITERAL+")
-	case f.up != nil && f.up.caps["LITERAL-"]:
-		caps = append(caps, "LITERAL-")
-	}
-	return strings.Join(append(caps, "ID"), " ")
+	return strings.Join(append(caps, "SASL-IR", "ID"), " ")
 }

@@ -16,6 +16,7 @@ import (
 	"mailproxy/policy"
 	"mailproxy/proxy"
 	"mailproxy/proxy/imap"
+	"mailproxy/proxy/proxytest"
 )
 
 const message = "From: bob@example.test\r\nTo: alice@example.test\r\nSubject: hello\r\n\r\nHi Alice,\r\n.line starting with a dot\r\nbye\r\n"
@@ -23,7 +24,7 @@ const message = "From: bob@example.test\r\nTo: alice@example.test\r\nSubject: he
 // The audit stream of one ordinary session is exactly these events.
 var sessionEvents = []string{"session.start", "upstream.connect", "upstream.tls", "auth", "session.end"}
 
-func checkAudit(t *testing.T, p *testkit.Proxy, want []string) {
+func checkAudit(t *testing.T, p *proxytest.Proxy, want []string) {
 	t.Helper()
 	p.Audit.WaitFor(t, "session.end", 1)
 	for id, got := range p.Audit.Sessions(t) {
@@ -153,7 +154,7 @@ func loginTranscript(t *testing.T, login func(c *testkit.Conn)) {
 	prov := startMemProvider(t, pki, "imaps", message)
 	p := start(t, pki, prov.endpoint)
 	c := testkit.Dial(t, p.Addr)
-	c.Expect("* OK [CAPABILITY IMAP4rev1 IMAP4rev2 AUTH=PLAIN AUTH=LOGIN SASL-IR LITERAL- ID] mailproxy ready")
+	c.Expect("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN AUTH=LOGIN SASL-IR ID] mailproxy ready")
 	login(c)
 	c.Send("s SELECT INBOX")
 	c.ExpectUntil("s OK *")
@@ -315,12 +316,14 @@ func TestIDAnsweredLocally(t *testing.T) {
 func TestRefusedTLSPolicy(t *testing.T) {
 	pki := testkit.NewPKI(t)
 	prov := startMemProvider(t, pki, "imaps")
-	provider := pki.Provider("example", prov.endpoint)
+	provider := proxytest.Provider(pki, "example", prov.endpoint)
 	provider.CAFile = "" // system roots: the test CA is not trusted
-	p := testkit.StartProxy(t, imap.Front{}, policy.IMAP, provider, nil)
+	p := proxytest.StartProxy(t, imap.Front{}, policy.IMAP, provider, nil)
 	c := testkit.Dial(t, p.Addr)
-	c.Expect("* BYE [UNAVAILABLE] mailproxy refused the provider (reason: certificate)*")
-	c.ExpectClosed(5 * time.Second)
+	c.Expect("* OK *")
+	c.Send("a1 LOGIN alice secret")
+	c.Expect("a1 NO [UNAVAILABLE] mailproxy refused the provider (reason: certificate)*")
+	logout(c)
 	checkAudit(t, p, []string{"session.start", "upstream.connect", "policy.denied", "session.end"})
 	if d := p.Audit.Find(t, "policy.denied")[0]; d["reason"] != "certificate" {
 		t.Errorf("policy.denied %v", d)
@@ -420,9 +423,9 @@ func TestUpstreamLoginFallbacks(t *testing.T) {
 func TestProviderGreetings(t *testing.T) {
 	pki := testkit.NewPKI(t)
 	for greeting, want := range map[string]string{
-		"* PREAUTH [CAPABILITY IMAP4rev1] logged in already": "* BYE [UNAVAILABLE] *PREAUTH*",
-		"* BYE go away":    "* BYE [UNAVAILABLE] *refused the connection*",
-		"220 smtp.example": "* BYE [UNAVAILABLE] *not IMAP*",
+		"* PREAUTH [CAPABILITY IMAP4rev1] logged in already": "a1 NO [UNAVAILABLE] *PREAUTH*",
+		"* BYE go away":    "a1 NO [UNAVAILABLE] *refused the connection*",
+		"220 smtp.example": "a1 NO [UNAVAILABLE] *not IMAP*",
 	} {
 		endpoint := scripted(t, pki, func(c *testkit.Conn) {
 			c.Send("%s", greeting)
@@ -430,20 +433,26 @@ func TestProviderGreetings(t *testing.T) {
 		})
 		p := start(t, pki, endpoint)
 		c := testkit.Dial(t, p.Addr)
+		c.Expect("* OK *")
+		c.Send("a1 LOGIN alice secret")
 		c.Expect(want)
-		c.ExpectClosed(5 * time.Second)
+		logout(c)
+		end := p.Audit.WaitFor(t, "session.end", 1)
+		if end[0]["error"] == nil {
+			t.Errorf("%q: session.end does not say why the login failed", greeting)
+		}
 	}
 }
 
 func TestRouteByLoginDomain(t *testing.T) {
 	pki := testkit.NewPKI(t)
 	provA := startMemProvider(t, pki, "imaps", message)
-	a := pki.Provider("a", provA.endpoint)
+	a := proxytest.Provider(pki, "a", provA.endpoint)
 	a.Domains = []string{"a.test"}
-	b := pki.Provider("b", "imaps://127.0.0.1:1")
+	b := proxytest.Provider(pki, "b", "imaps://127.0.0.1:1")
 	b.Domains = []string{"b.test"}
 	provA.user = nil
-	p := testkit.StartProxy(t, imap.Front{}, policy.IMAP, nil, []*policy.Provider{a, b})
+	p := proxytest.StartProxy(t, imap.Front{}, policy.IMAP, nil, []*policy.Provider{a, b})
 	c := testkit.Dial(t, p.Addr)
 	c.Expect("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN AUTH=LOGIN SASL-IR ID] mailproxy ready")
 	c.Send("a1 LOGIN nobody@unknown.test secret")
@@ -473,9 +482,9 @@ func TestRouteByLoginDomainLogsIn(t *testing.T) {
 	pki := testkit.NewPKI(t)
 	prov := startMemProvider(t, pki, "imaps")
 	prov.user = nil
-	a := pki.Provider("a", prov.endpoint)
+	a := proxytest.Provider(pki, "a", prov.endpoint)
 	a.Domains = []string{"a.test"}
-	p := testkit.StartProxy(t, imap.Front{}, policy.IMAP, nil, []*policy.Provider{a})
+	p := proxytest.StartProxy(t, imap.Front{}, policy.IMAP, nil, []*policy.Provider{a})
 	c := testkit.Dial(t, p.Addr)
 	c.Expect("* OK *")
 	// The memory provider knows "alice", not "alice@a.test": the provider
@@ -495,7 +504,7 @@ func TestLimits(t *testing.T) {
 		st.Limits.MaxLine = 1024
 		st.Limits.MaxLiteral = 2048
 		st.Limits.PreauthTimeout = 2 * time.Second
-		st.Listener.MaxSessions = 2
+		st.Listen.MaxSessions = 2
 	}
 	p := start(t, pki, prov.endpoint, small)
 
@@ -576,9 +585,9 @@ func TestPreTLSTextNeverReachesApp(t *testing.T) {
 		name, greeting, starttls, want, reason string
 	}{
 		{"STARTTLS refused", "* OK [CAPABILITY IMAP4rev1 STARTTLS] ready", "b NO [ALERT] visit http://phish.example/",
-			"* BYE [UNAVAILABLE] mailproxy refused the provider (reason: starttls): the server refused STARTTLS", "starttls"},
+			"a1 NO [UNAVAILABLE] mailproxy refused the provider (reason: starttls): the server refused STARTTLS", "starttls"},
 		{"BYE greeting", "* BYE [ALERT] visit http://phish.example/", "",
-			"* BYE [UNAVAILABLE] the provider refused the connection; try again later", ""},
+			"a1 NO [UNAVAILABLE] the provider refused the connection; try again later", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			addr := testkit.Scripted(t, nil, func(c *testkit.Conn) {
@@ -591,11 +600,13 @@ func TestPreTLSTextNeverReachesApp(t *testing.T) {
 			})
 			p := start(t, pki, "imap://"+addr)
 			c := testkit.Dial(t, p.Addr)
+			c.Expect("* OK *")
+			c.Send("a1 LOGIN alice secret")
 			got := c.Line()
 			if got != tc.want || strings.Contains(got, "phish") {
 				t.Errorf("app got %q, want %q", got, tc.want)
 			}
-			c.ExpectClosed(5 * time.Second)
+			logout(c)
 			p.Audit.WaitFor(t, "session.end", 1)
 			if !strings.Contains(p.Audit.String(), "phish.example") {
 				t.Errorf("the audit log lost what the server said")
@@ -607,17 +618,15 @@ func TestPreTLSTextNeverReachesApp(t *testing.T) {
 	}
 }
 
-// TestRedialWhenProviderDroppedWaitingConnection: the connection mailproxy
-// opened before greeting the app is closed by the provider while the app
-// takes its time; the login goes through a new connection, not an error.
-func TestRedialWhenProviderDroppedWaitingConnection(t *testing.T) {
+// TestNoProviderConnectionBeforeLogin: apps that connect, sit idle, ask
+// CAPABILITY and leave cost the provider nothing; a login opens exactly
+// one connection.
+func TestNoProviderConnectionBeforeLogin(t *testing.T) {
 	pki := testkit.NewPKI(t)
 	var n atomic.Int32
 	endpoint := scripted(t, pki, func(c *testkit.Conn) {
+		n.Add(1)
 		c.Send("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] ready")
-		if n.Add(1) == 1 {
-			return // the provider's own pre-login timeout
-		}
 		c.Expect("mp1 AUTHENTICATE PLAIN *")
 		c.Send("mp1 OK [CAPABILITY IMAP4rev1 IDLE] logged in")
 		c.Expect("a2 LOGOUT")
@@ -625,22 +634,29 @@ func TestRedialWhenProviderDroppedWaitingConnection(t *testing.T) {
 		c.Send("a2 OK bye")
 	})
 	p := start(t, pki, endpoint)
+	for range 5 {
+		c := testkit.Dial(t, p.Addr)
+		c.Expect("* OK *")
+		time.Sleep(20 * time.Millisecond)
+		c.Send("a CAPABILITY")
+		c.ExpectUntil("a OK *")
+		logout(c)
+	}
+	p.Audit.WaitFor(t, "session.end", 5)
+	if got := n.Load(); got != 0 {
+		t.Fatalf("the provider saw %d connections from apps that never logged in", got)
+	}
 	c := testkit.Dial(t, p.Addr)
 	c.Expect("* OK *")
-	deadline := time.Now().Add(5 * time.Second)
-	for n.Load() < 1 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	time.Sleep(50 * time.Millisecond) // let the close reach mailproxy
 	c.Send("a1 LOGIN alice secret")
 	c.Expect("a1 OK [CAPABILITY IMAP4rev1 IDLE] logged in")
 	c.Send("a2 LOGOUT")
 	c.Expect("* BYE")
 	c.Expect("a2 OK bye")
 	c.C.Close()
-	p.Audit.WaitFor(t, "session.end", 1)
-	if got := len(p.Audit.Find(t, "upstream.connect")); got != 2 {
-		t.Errorf("%d upstream connections, want 2", got)
+	p.Audit.WaitFor(t, "session.end", 6)
+	if got := n.Load(); got != 1 {
+		t.Errorf("one login: %d provider connections, want 1", got)
 	}
 }
 
@@ -656,4 +672,11 @@ func TestAuthzidNeedsPLAIN(t *testing.T) {
 	c.Expect("* OK *")
 	c.Send("a1 AUTHENTICATE PLAIN %s", base64.StdEncoding.EncodeToString([]byte("boss\x00alice\x00secret")))
 	c.Expect("a1 NO [CANNOT] *authorization identity*")
+}
+
+// logout ends a pre-login session the way an app does.
+func logout(c *testkit.Conn) {
+	c.Send("z LOGOUT")
+	c.ExpectUntil("z OK *")
+	c.ExpectClosed(5 * time.Second)
 }

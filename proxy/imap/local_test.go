@@ -13,16 +13,16 @@ import (
 
 	"github.com/emersion/go-imap/v2/imapclient"
 
-	"mailproxy/config"
 	"mailproxy/internal/testkit"
 	"mailproxy/proxy"
+	"mailproxy/proxy/proxytest"
 	"mailproxy/tlsconf"
 )
 
 // localTLS makes the generated local certificate, as `mailproxy cert`
 // does, and returns the listener option and a pool holding the exported
 // certificate file, which is what an app would be told to trust.
-func localTLS(t *testing.T, mode config.LocalSecurity) (testkit.ProxyOptions, *x509.CertPool) {
+func localTLS(t *testing.T, mode proxy.LocalSecurity) (proxytest.ProxyOptions, *x509.CertPool) {
 	t.Helper()
 	dir := t.TempDir()
 	cert, _, err := tlsconf.LoadOrCreateLocalCert(dir, nil)
@@ -38,13 +38,13 @@ func localTLS(t *testing.T, mode config.LocalSecurity) (testkit.ProxyOptions, *x
 		t.Fatal("exported certificate is not PEM")
 	}
 	return func(st *proxy.Settings) {
-		st.Listener.LocalSecurity = mode
+		st.Listen.LocalSecurity = mode
 		st.LocalTLS = tlsconf.LocalServerConfig(cert)
 	}, pool
 }
 
 func TestLocalTLSAndSTARTTLS(t *testing.T) {
-	for _, mode := range []config.LocalSecurity{config.LocalTLS, config.LocalSTARTTLS} {
+	for _, mode := range []proxy.LocalSecurity{proxy.LocalTLS, proxy.LocalSTARTTLS} {
 		t.Run(string(mode), func(t *testing.T) {
 			pki := testkit.NewPKI(t)
 			prov := startMemProvider(t, pki, "imaps", message)
@@ -53,7 +53,7 @@ func TestLocalTLSAndSTARTTLS(t *testing.T) {
 			opts := &imapclient.Options{TLSConfig: &tls.Config{RootCAs: pool, ServerName: "localhost"}}
 			var c *imapclient.Client
 			var err error
-			if mode == config.LocalTLS {
+			if mode == proxy.LocalTLS {
 				c, err = imapclient.DialTLS(p.Addr, opts)
 			} else {
 				c, err = imapclient.DialStartTLS(p.Addr, opts)
@@ -80,10 +80,10 @@ func TestLocalTLSAndSTARTTLS(t *testing.T) {
 func TestLocalSTARTTLSRefusesInjection(t *testing.T) {
 	pki := testkit.NewPKI(t)
 	prov := startMemProvider(t, pki, "imaps")
-	opt, _ := localTLS(t, config.LocalSTARTTLS)
+	opt, _ := localTLS(t, proxy.LocalSTARTTLS)
 	p := start(t, pki, prov.endpoint, opt)
 	c := testkit.Dial(t, p.Addr)
-	c.Expect("* OK [CAPABILITY IMAP4rev1 IMAP4rev2 STARTTLS AUTH=PLAIN *")
+	c.Expect("* OK [CAPABILITY IMAP4rev1 STARTTLS AUTH=PLAIN *")
 	// A command sent in plaintext behind STARTTLS must not be taken as
 	// sent under TLS.
 	c.SendRaw("s STARTTLS\r\nx LOGIN alice secret\r\n")
@@ -113,11 +113,12 @@ func dialFrom(t *testing.T, src, addr string) *testkit.Conn {
 func TestLANListener(t *testing.T) {
 	pki := testkit.NewPKI(t)
 	prov := startMemProvider(t, pki, "imaps")
-	lan := func(plain bool) testkit.ProxyOptions {
+	lan := func(plain bool) proxytest.ProxyOptions {
 		return func(st *proxy.Settings) {
-			st.Listener.Address = "127.0.0.2:0"
-			st.Listener.AllowClients = []netip.Prefix{netip.MustParsePrefix("127.0.0.3/32")}
-			st.Listener.AllowPlaintextAuth = plain
+			st.Listen.Address = "127.0.0.2:0"
+			st.Listen.Access.Loopback = false
+			st.Listen.Access.AllowClients = []netip.Prefix{netip.MustParsePrefix("127.0.0.3/32")}
+			st.Listen.Access.AllowPlaintextAuth = plain
 		}
 	}
 	p := start(t, pki, prov.endpoint, lan(false))
@@ -126,7 +127,7 @@ func TestLANListener(t *testing.T) {
 	out.Expect("* BYE [UNAVAILABLE] *")
 	out.ExpectClosed(5 * time.Second)
 	in := dialFrom(t, "127.0.0.3", p.Addr)
-	in.Expect("* OK [CAPABILITY IMAP4rev1 IMAP4rev2 LOGINDISABLED *")
+	in.Expect("* OK [CAPABILITY IMAP4rev1 LOGINDISABLED *")
 	in.Send("a1 LOGIN alice secret")
 	in.Expect("a1 NO [PRIVACYREQUIRED] *")
 	in.Send("a2 LOGOUT")
@@ -134,7 +135,8 @@ func TestLANListener(t *testing.T) {
 	in.C.Close()
 	p.Audit.WaitFor(t, "session.end", 1)
 	d := p.Audit.Find(t, "policy.denied")
-	if len(d) != 1 || d[0]["reason"] != "remote_client" || d[0]["host"] != "127.0.0.4" {
+	// The client outside allow_clients, then the login without TLS.
+	if len(d) != 2 || d[0]["reason"] != "remote_client" || d[0]["host"] != "127.0.0.4" || d[1]["reason"] != "plaintext_auth" {
 		t.Errorf("policy.denied %v", d)
 	}
 	if n := len(p.Audit.Find(t, "session.start")); n != 1 {
@@ -145,7 +147,7 @@ func TestLANListener(t *testing.T) {
 	// is acceptable.
 	p = start(t, pki, prov.endpoint, lan(true))
 	in = dialFrom(t, "127.0.0.3", p.Addr)
-	in.Expect("* OK [CAPABILITY IMAP4rev1 IMAP4rev2 AUTH=PLAIN *")
+	in.Expect("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN *")
 	in.Send(`a1 LOGIN alice "%s"`, strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(password))
 	in.Expect("a1 OK *")
 }

@@ -15,6 +15,7 @@ import (
 	"mailproxy/internal/testkit"
 	"mailproxy/policy"
 	"mailproxy/proxy/imap"
+	"mailproxy/proxy/proxytest"
 )
 
 const (
@@ -106,7 +107,7 @@ func scripted(t testing.TB, pki *testkit.PKI, handle func(c *testkit.Conn)) stri
 }
 
 // start runs mailproxy's IMAP front before provider.
-func start(t testing.TB, pki *testkit.PKI, endpoint string, opts ...testkit.ProxyOptions) *testkit.Proxy {
+func start(t testing.TB, pki *testkit.PKI, endpoint string, opts ...proxytest.ProxyOptions) *proxytest.Proxy {
 	t.Helper()
-	return testkit.StartProxy(t, imap.Front{}, policy.IMAP, pki.Provider("example", endpoint), nil, opts...)
+	return proxytest.StartProxy(t, imap.Front{}, policy.IMAP, proxytest.Provider(pki, "example", endpoint), nil, opts...)
 }

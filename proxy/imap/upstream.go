@@ -3,16 +3,12 @@ package imap
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"strconv"
 	"strings"
-	"syscall"
-	"time"
 
 	"mailproxy/policy"
 	"mailproxy/proxy"
@@ -29,13 +25,6 @@ const (
 // errProviderClosed is a provider connection that ended before its answer.
 var errProviderClosed = &proxy.ProviderError{Msg: "the provider closed the connection"}
 
-// connectionLost reports an error that means the provider connection is
-// gone (rather than an answer mailproxy did not expect).
-func connectionLost(err error) bool {
-	return errors.Is(err, errProviderClosed) || errors.Is(err, syscall.EPIPE) ||
-		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, net.ErrClosed)
-}
-
 // upstream is the provider's side of a session until the login succeeds.
 type upstream struct {
 	conn  *tlsconf.Upstream
@@ -45,15 +34,10 @@ type upstream struct {
 	tagN  int
 }
 
-// connect dials the provider of route and reads its greeting and its
-// capabilities over TLS. Nothing the provider sent before TLS is kept.
-func connect(ctx context.Context, s *proxy.Session, route policy.Route) (*upstream, error) {
-	conn, err := s.Dial(ctx, route)
-	if err != nil {
-		return nil, err
-	}
+// start reads the greeting and the capabilities of a fresh connection to
+// the provider, over TLS. Nothing the provider sent before TLS is kept.
+func start(conn *tlsconf.Upstream, route policy.Route) (*upstream, error) {
 	u := &upstream{conn: conn, br: bufio.NewReaderSize(conn, 4096), route: route}
-	u.deadline(s)
 	if !conn.AfterSTARTTLS {
 		greet, err := u.line()
 		if err != nil {
@@ -76,10 +60,6 @@ func connect(ctx context.Context, s *proxy.Session, route policy.Route) (*upstre
 		}
 	}
 	return u, nil
-}
-
-func (u *upstream) deadline(s *proxy.Session) {
-	u.conn.SetDeadline(time.Now().Add(s.Settings.Limits.CommandTimeout))
 }
 
 func (u *upstream) tag() string {

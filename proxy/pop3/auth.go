@@ -52,10 +52,8 @@ func (f *session) auth(ctx context.Context, arg string) (bool, error) {
 		return false, f.write("-ERR Malformed SASL response\r\n")
 	case errors.Is(err, proxy.ErrSASLMechanism):
 		return false, f.write("-ERR Unsupported mechanism: mailproxy offers SASL PLAIN and LOGIN\r\n")
-	case errors.Is(err, proxy.ErrLineTooLong):
-		return true, f.limit("a SASL response before login is over max_line (%d bytes)", f.s.Settings.Limits.MaxLine)
 	}
-	return true, f.readError(err)
+	return false, err
 }
 
 // authenticate runs PLAIN or LOGIN with the app (RFC 5034 §4) and returns
@@ -71,7 +69,7 @@ func (f *session) authenticate(arg string) (proxy.Credentials, error) {
 		if err := f.write("+ %s\r\n", challenge); err != nil {
 			return "", err
 		}
-		l, err := proxy.ReadLine(f.br, f.s.Settings.Limits.MaxLine)
+		l, err := f.p.ReadLine()
 		return string(l), err
 	})
 }

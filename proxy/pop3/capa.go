@@ -10,22 +10,15 @@ import "strings"
 // SCRAM) cannot be relayed: the provider needs the password itself.
 // RESP-CODES and AUTH-RESP-CODE (RFC 3206 §6) are honest because the
 // provider's response codes are relayed and mailproxy's own refusals carry
-// them. PIPELINING, TOP and UIDL describe the provider, so they are listed
-// only when the provider offers them (on a "*" listener the provider is not
-// known before login, so they are not listed).
+// them. PIPELINING, TOP and UIDL describe the provider, which is not
+// connected before login, so they are not listed: the app's CAPA after
+// login gets the provider's own list.
 func (f *session) capa() string {
 	lines := []string{"+OK Capability list follows"}
 	if f.s.PlaintextAuthAllowed() {
 		lines = append(lines, "USER", "SASL PLAIN LOGIN")
 	}
 	lines = append(lines, "RESP-CODES", "AUTH-RESP-CODE")
-	if f.up != nil {
-		for _, c := range []string{"PIPELINING", "TOP", "UIDL"} {
-			if f.up.has(c) {
-				lines = append(lines, c)
-			}
-		}
-	}
 	if f.s.OffersSTARTTLS() {
 		lines = append(lines, "STLS")
 	}

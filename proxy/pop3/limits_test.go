@@ -18,14 +18,14 @@ func TestLimits(t *testing.T) {
 	small := func(st *proxy.Settings) {
 		st.Limits.MaxLine = 1024
 		st.Limits.PreauthTimeout = 2 * time.Second
-		st.Listener.MaxSessions = 2
+		st.Listen.MaxSessions = 2
 	}
 	p := start(t, pki, prov.endpoint, small)
 
 	c := testkit.Dial(t, p.Addr)
 	c.Expect("+OK *")
 	c.Send("USER %s", strings.Repeat("u", 2000))
-	c.Expect("-ERR Line too long*")
+	c.Expect("-ERR [SYS/PERM] too much input before login*")
 	c.ExpectClosed(5 * time.Second)
 
 	c = testkit.Dial(t, p.Addr)
@@ -33,7 +33,7 @@ func TestLimits(t *testing.T) {
 	c.Send("AUTH PLAIN")
 	c.Expect("+ ")
 	c.Send("%s", strings.Repeat("A", 2000))
-	c.Expect("-ERR Line too long*")
+	c.Expect("-ERR [SYS/PERM] too much input before login*")
 	c.ExpectClosed(5 * time.Second)
 
 	// Two sessions may run; the third is turned away.

@@ -6,20 +6,20 @@ import (
 	"testing"
 	"time"
 
-	"mailproxy/config"
 	"mailproxy/internal/pop3server"
 	"mailproxy/internal/testkit"
 	"mailproxy/proxy"
+	"mailproxy/proxy/proxytest"
 )
 
 // localTLS sets the listener's local_security; for "starttls" and "tls"
 // the app-side TLS uses the test PKI's certificate, as proxy.Server sets
 // it up.
-func localTLS(pki *testkit.PKI, mode config.LocalSecurity) testkit.ProxyOptions {
+func localTLS(pki *testkit.PKI, mode proxy.LocalSecurity) proxytest.ProxyOptions {
 	return func(st *proxy.Settings) {
-		st.Listener.LocalSecurity = mode
+		st.Listen.LocalSecurity = mode
 		st.LocalTLS = nil
-		if mode != config.LocalNone {
+		if mode != proxy.LocalNone {
 			st.LocalTLS = pki.ServerConfig()
 		}
 	}
@@ -27,13 +27,10 @@ func localTLS(pki *testkit.PKI, mode config.LocalSecurity) testkit.ProxyOptions 
 
 // asLAN makes the proxy's listener behave as one configured on a LAN
 // address (where credentials need local TLS first) while it stays bound
-// to 127.0.0.1: its next sessions get settings naming a non-loopback
-// address.
-func asLAN(p *testkit.Proxy) {
+// to 127.0.0.1: its next sessions get access rules of a LAN listener.
+func asLAN(p *proxytest.Proxy) {
 	st := *p.Listener.Settings()
-	l := *st.Listener
-	l.Address = "192.0.2.10:110"
-	st.Listener = &l
+	st.Listen.Access.Loopback = false
 	p.Listener.Update(&st)
 }
 
@@ -53,13 +50,13 @@ func clientTLS(t *testing.T, pki *testkit.PKI, c *testkit.Conn) *testkit.Conn {
 func TestLocalSTLS(t *testing.T) {
 	pki := testkit.NewPKI(t)
 	prov := startProvider(t, pki, "pop3s", pop3server.Options{})
-	p := start(t, pki, prov.endpoint, localTLS(pki, config.LocalSTARTTLS))
+	p := start(t, pki, prov.endpoint, localTLS(pki, proxy.LocalSTARTTLS))
 	asLAN(p)
 	c := testkit.Dial(t, p.Addr)
 	c.Expect("+OK mailproxy ready")
 	c.Send("CAPA")
 	c.Expect("+OK *")
-	if got, want := multiline(t, c), "RESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\nTOP\r\nUIDL\r\nSTLS\r\n.\r\n"; got != want {
+	if got, want := multiline(t, c), "RESP-CODES\r\nAUTH-RESP-CODE\r\nSTLS\r\n.\r\n"; got != want {
 		t.Errorf("CAPA before local TLS\n%q, want\n%q", got, want)
 	}
 	c.Send("USER %s", user)
@@ -75,7 +72,7 @@ func TestLocalSTLS(t *testing.T) {
 	c = clientTLS(t, pki, c)
 	c.Send("CAPA")
 	c.Expect("+OK *")
-	if got, want := multiline(t, c), "USER\r\nSASL PLAIN LOGIN\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\nTOP\r\nUIDL\r\n.\r\n"; got != want {
+	if got, want := multiline(t, c), "USER\r\nSASL PLAIN LOGIN\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\n.\r\n"; got != want {
 		t.Errorf("CAPA under local TLS\n%q, want\n%q", got, want)
 	}
 	c.Send("STLS")
@@ -89,7 +86,14 @@ func TestLocalSTLS(t *testing.T) {
 	c.Send("QUIT")
 	c.Expect("+OK Bye*")
 	c.ExpectClosed(5 * time.Second)
-	checkAudit(t, p, 1, sessionEvents)
+	// Each of the four attempts before STLS is a refusal on record.
+	denied := []string{"policy.denied", "policy.denied", "policy.denied", "policy.denied"}
+	checkAudit(t, p, 1, append(append([]string{"session.start"}, denied...), sessionEvents[1:]...))
+	for _, d := range p.Audit.Find(t, "policy.denied") {
+		if d["reason"] != "plaintext_auth" {
+			t.Errorf("refusal %v, want reason plaintext_auth", d)
+		}
+	}
 }
 
 // TestLocalSTLSInjection: bytes the app pipelines behind STLS would be
@@ -97,7 +101,7 @@ func TestLocalSTLS(t *testing.T) {
 func TestLocalSTLSInjection(t *testing.T) {
 	pki := testkit.NewPKI(t)
 	prov := startProvider(t, pki, "pop3s", pop3server.Options{})
-	p := start(t, pki, prov.endpoint, localTLS(pki, config.LocalSTARTTLS))
+	p := start(t, pki, prov.endpoint, localTLS(pki, proxy.LocalSTARTTLS))
 	c := testkit.Dial(t, p.Addr)
 	c.Expect("+OK *")
 	c.SendRaw("STLS\r\nUSER " + user + "\r\n")
@@ -133,13 +137,13 @@ func TestNoLocalSTLS(t *testing.T) {
 func TestLocalImplicitTLS(t *testing.T) {
 	pki := testkit.NewPKI(t)
 	prov := startProvider(t, pki, "pop3", pop3server.Options{})
-	p := start(t, pki, prov.endpoint, localTLS(pki, config.LocalTLS))
+	p := start(t, pki, prov.endpoint, localTLS(pki, proxy.LocalTLS))
 	asLAN(p) // under TLS, credentials are fine even on a LAN listener
 	c := clientTLS(t, pki, testkit.Dial(t, p.Addr))
 	c.Expect("+OK mailproxy ready")
 	c.Send("CAPA")
 	c.Expect("+OK *")
-	if got, want := multiline(t, c), "USER\r\nSASL PLAIN LOGIN\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\nTOP\r\nUIDL\r\n.\r\n"; got != want {
+	if got, want := multiline(t, c), "USER\r\nSASL PLAIN LOGIN\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\n.\r\n"; got != want {
 		t.Errorf("CAPA under local TLS\n%q, want\n%q", got, want)
 	}
 	c.Send("AUTH PLAIN %s", b64("\x00"+user+"\x00"+password))

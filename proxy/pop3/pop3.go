@@ -13,9 +13,7 @@
 package pop3
 
 import (
-	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -37,68 +35,43 @@ func (Front) Refuse(w io.Writer, _ policy.Reason, text string) {
 
 // session is one POP3 session until the relay takes over.
 type session struct {
-	s  *proxy.Session
-	br *bufio.Reader
-	up *upstream
+	s *proxy.Session
+	p *proxy.Prelogin
 	// user is the argument of the last USER, waiting for PASS.
 	user    string
 	hasUser bool
 }
 
-func (f *session) reset() {
-	f.br = bufio.NewReaderSize(f.s.Client, 4096)
-	f.user, f.hasUser = "", false
-}
+func (f *session) write(format string, args ...any) error { return f.p.Printf(format, args...) }
 
-func (f *session) write(format string, args ...any) error { return f.s.Printf(format, args...) }
-
-// Serve runs one session.
+// Serve runs one session: mailproxy's own AUTHORIZATION state, with no
+// connection to the provider until the app logs in.
 func (Front) Serve(ctx context.Context, s *proxy.Session) error {
-	if err := s.BeginPreauth(); err != nil {
-		return err
-	}
-	f := &session{s: s}
-	f.reset()
-
-	// With a fixed provider, connect before greeting the app, so that an
-	// unreachable or refused provider is a clear -ERR rather than a hang.
-	if route, ok := s.FixedRoute(); ok {
-		up, err := connect(ctx, s, route)
-		if err != nil {
-			f.write("-ERR [SYS/TEMP] %s\r\n", proxy.Explain(err))
-			return err
-		}
-		f.up = up
-	}
-	// The greeting carries no APOP timestamp (RFC 1939 §7), so the app
-	// is never tempted to send a digest mailproxy cannot relay.
-	if err := f.write("+OK mailproxy ready\r\n"); err != nil {
-		return err
-	}
-	for {
-		line, err := proxy.ReadLine(f.br, s.Settings.Limits.MaxLine)
-		if err != nil {
-			if errors.Is(err, proxy.ErrLineTooLong) {
-				return f.limit("a command line before login is over max_line (%d bytes)", s.Settings.Limits.MaxLine)
-			}
-			return f.readError(err)
-		}
-		done, err := f.handle(ctx, string(line))
-		if done || err != nil {
-			return err
-		}
-	}
+	return s.ServeLines(ctx, &session{s: s})
 }
 
-// readError ends the session after a failed read from the app.
-func (f *session) readError(err error) error {
-	return f.s.EndPreauth(err, func() { f.write("-ERR Autologout: no login within %v\r\n", f.s.Settings.Limits.PreauthTimeout) })
+// Greeting carries no APOP timestamp (RFC 1939 §7), so the app is never
+// tempted to send a digest mailproxy cannot relay.
+func (f *session) Greeting(p *proxy.Prelogin) string {
+	f.p = p
+	return "+OK mailproxy ready\r\n"
 }
 
-// limit ends the session for a limit, auditing it.
-func (f *session) limit(format string, args ...any) error {
-	f.write("-ERR Line too long, closing the connection\r\n")
-	return f.s.Deny(policy.ReasonLimit, "", format, args...)
+// Goodbye is the -ERR before mailproxy closes the connection.
+func (f *session) Goodbye(limit bool, text string) string {
+	if limit {
+		return "-ERR [SYS/PERM] " + text + ", closing the connection\r\n"
+	}
+	return "-ERR Autologout: " + text + "\r\n"
+}
+
+// Command reads and runs one command of the AUTHORIZATION state.
+func (f *session) Command(ctx context.Context, p *proxy.Prelogin) (bool, error) {
+	line, err := p.ReadLine()
+	if err != nil {
+		return false, err
+	}
+	return f.handle(ctx, string(line))
 }
 
 // handle runs one command of the AUTHORIZATION state (RFC 1939 §4); done
@@ -115,15 +88,13 @@ func (f *session) handle(ctx context.Context, line string) (done bool, err error
 	case "QUIT":
 		// RFC 1939 §4: QUIT in the AUTHORIZATION state changes nothing.
 		f.write("+OK mailproxy signing off\r\n")
-		if f.up != nil {
-			f.up.quit()
-		}
 		return true, nil
 	case "STLS":
 		return f.stls()
 	case "USER", "PASS", "AUTH":
 		if !f.s.PlaintextAuthAllowed() {
 			f.user, f.hasUser = "", false
+			f.s.Deny(policy.ReasonPlaintextAuth, "", "the app tried to log in without TLS on LAN listener %s (allow_plaintext_auth is off)", f.s.Settings.Listen.Address)
 			return false, f.write("-ERR [AUTH] Use STLS before logging in on this listener\r\n")
 		}
 		switch keyword {
@@ -153,12 +124,8 @@ func (f *session) stls() (bool, error) {
 	if err := f.write("+OK Begin TLS negotiation now\r\n"); err != nil {
 		return true, err
 	}
-	if err := f.s.StartLocalTLS(f.br); err != nil {
-		return true, err
-	}
-	f.reset()
-	f.s.Client.SetReadDeadline(f.s.PreauthDeadline())
-	return false, nil
+	f.user, f.hasUser = "", false
+	return false, f.p.StartTLS()
 }
 
 // clip shortens text the app sent for an answer.

@@ -6,9 +6,9 @@ import (
 	"os/exec"
 	"testing"
 
-	"mailproxy/config"
 	"mailproxy/internal/pop3server"
 	"mailproxy/internal/testkit"
+	"mailproxy/proxy"
 )
 
 // poplibScript is a POP3 client nobody here wrote: Python's poplib. It
@@ -25,10 +25,13 @@ if b"<" in p.getwelcome():
 if os.environ.get("POP_CAFILE"):
     p.stls(ssl.create_default_context(cafile=os.environ["POP_CAFILE"]))
 caps = p.capa()
-if "USER" not in caps or "UIDL" not in caps:
-    sys.exit("capabilities %r" % sorted(caps))
+if "USER" not in caps:
+    sys.exit("capabilities before login %r" % sorted(caps))
 p.user(os.environ["POP_USER"])
 p.pass_(os.environ["POP_PASS"])
+caps = p.capa()  # the provider's own list now
+if "UIDL" not in caps:
+    sys.exit("capabilities after login %r" % sorted(caps))
 count, size = p.stat()
 if count != 2:
     sys.exit("STAT says %d messages" % count)
@@ -42,14 +45,14 @@ p.quit()
 // on a plain local listener and with local STLS.
 func TestPoplib(t *testing.T) {
 	python := testkit.NeedTool(t, "python3")
-	for _, mode := range []config.LocalSecurity{config.LocalNone, config.LocalSTARTTLS} {
+	for _, mode := range []proxy.LocalSecurity{proxy.LocalNone, proxy.LocalSTARTTLS} {
 		t.Run(string(mode), func(t *testing.T) {
 			pki := testkit.NewPKI(t)
 			prov := startProvider(t, pki, "pop3", pop3server.Options{})
 			p := start(t, pki, prov.endpoint, localTLS(pki, mode))
 			cmd := exec.Command(python, "-c", poplibScript)
 			cmd.Env = append(os.Environ(), "POP_ADDR="+p.Addr, "POP_USER="+user, "POP_PASS="+password)
-			if mode == config.LocalSTARTTLS {
+			if mode == proxy.LocalSTARTTLS {
 				cmd.Env = append(cmd.Env, "POP_CAFILE="+pki.CAFile)
 			}
 			var stdout, stderr bytes.Buffer

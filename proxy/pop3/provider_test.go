@@ -11,6 +11,7 @@ import (
 	"mailproxy/internal/testkit"
 	"mailproxy/policy"
 	"mailproxy/proxy/pop3"
+	"mailproxy/proxy/proxytest"
 )
 
 const (
@@ -86,9 +87,9 @@ func scripted(t testing.TB, pki *testkit.PKI, tlsOn bool, handle func(c *testkit
 }
 
 // start runs mailproxy's POP3 front before the provider at endpoint.
-func start(t testing.TB, pki *testkit.PKI, endpoint string, opts ...testkit.ProxyOptions) *testkit.Proxy {
+func start(t testing.TB, pki *testkit.PKI, endpoint string, opts ...proxytest.ProxyOptions) *proxytest.Proxy {
 	t.Helper()
-	return testkit.StartProxy(t, pop3.Front{}, policy.POP3, pki.Provider("example", endpoint), nil, opts...)
+	return proxytest.StartProxy(t, pop3.Front{}, policy.POP3, proxytest.Provider(pki, "example", endpoint), nil, opts...)
 }
 
 // multiline reads the rest of a multi-line response, up to and including

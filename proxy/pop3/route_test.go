@@ -8,6 +8,7 @@ import (
 	"mailproxy/internal/testkit"
 	"mailproxy/policy"
 	"mailproxy/proxy/pop3"
+	"mailproxy/proxy/proxytest"
 )
 
 // TestRouteByLoginDomain: on a "*" listener the login's domain picks the
@@ -18,11 +19,11 @@ func TestRouteByLoginDomain(t *testing.T) {
 	pki := testkit.NewPKI(t)
 	prov := startProvider(t, pki, "pop3s", pop3server.Options{})
 	prov.backend.AddUser("alice@a.test", password).Add(second)
-	a := pki.Provider("a", prov.endpoint)
+	a := proxytest.Provider(pki, "a", prov.endpoint)
 	a.Domains = []string{"a.test"}
-	b := pki.Provider("b", "pop3s://"+closedPort(t))
+	b := proxytest.Provider(pki, "b", "pop3s://"+closedPort(t))
 	b.Domains = []string{"b.test"}
-	p := testkit.StartProxy(t, pop3.Front{}, policy.POP3, nil, []*policy.Provider{a, b})
+	p := proxytest.StartProxy(t, pop3.Front{}, policy.POP3, nil, []*policy.Provider{a, b})
 	c := testkit.Dial(t, p.Addr)
 	c.Expect("+OK mailproxy ready")
 	// The provider is not known yet: no PIPELINING, TOP or UIDL.

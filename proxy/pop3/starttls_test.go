@@ -10,6 +10,7 @@ import (
 	"mailproxy/internal/testkit"
 	"mailproxy/policy"
 	"mailproxy/proxy/pop3"
+	"mailproxy/proxy/proxytest"
 )
 
 // refusedEvents is the audit stream of a session whose provider the
@@ -17,12 +18,18 @@ import (
 var refusedEvents = []string{"session.start", "upstream.connect", "policy.denied", "session.end"}
 
 // checkRefused checks what the app and the audit log show when the policy
-// refuses the provider: an -ERR naming the reason, the connection closed,
-// and exactly one policy.denied event with that reason.
-func checkRefused(t *testing.T, p *testkit.Proxy, reason string, detail string) {
+// refuses the provider at login: an -ERR naming the reason, and exactly
+// one policy.denied event with that reason.
+func checkRefused(t *testing.T, p *proxytest.Proxy, reason string, detail string) {
 	t.Helper()
 	c := testkit.Dial(t, p.Addr)
+	c.Expect("+OK mailproxy ready")
+	c.Send("USER alice")
+	c.Expect("+OK *")
+	c.Send("PASS %s", password)
 	got := c.Expect("-ERR [SYS/TEMP] mailproxy refused the provider (reason: " + reason + "): " + detail)
+	c.Send("QUIT")
+	c.Expect("+OK *")
 	c.ExpectClosed(5 * time.Second)
 	// What the provider said before TLS never reaches the app.
 	for _, preTLS := range []string{"maintenance", "unknown command", "Begin TLS"} {
@@ -100,9 +107,9 @@ func TestUpstreamTLSPolicy(t *testing.T) {
 			t.Run(scheme, func(t *testing.T) {
 				pki := testkit.NewPKI(t)
 				prov := startProvider(t, pki, scheme, pop3server.Options{})
-				provider := pki.Provider("example", prov.endpoint)
+				provider := proxytest.Provider(pki, "example", prov.endpoint)
 				provider.CAFile = "" // system roots: the test CA is not trusted
-				p := testkit.StartProxy(t, pop3.Front{}, policy.POP3, provider, nil)
+				p := proxytest.StartProxy(t, pop3.Front{}, policy.POP3, provider, nil)
 				checkRefused(t, p, "certificate", "the certificate did not verify*")
 			})
 		}
@@ -136,9 +143,9 @@ func TestUpstreamRefusalAtLogin(t *testing.T) {
 		c.SendRaw("+OK\r\nUSER\r\n.\r\n")
 		c.Line()
 	})
-	a := pki.Provider("a", "pop3://"+addr)
+	a := proxytest.Provider(pki, "a", "pop3://"+addr)
 	a.Domains = []string{"a.test"}
-	p := testkit.StartProxy(t, pop3.Front{}, policy.POP3, nil, []*policy.Provider{a})
+	p := proxytest.StartProxy(t, pop3.Front{}, policy.POP3, nil, []*policy.Provider{a})
 	c := testkit.Dial(t, p.Addr)
 	c.Expect("+OK mailproxy ready")
 	c.Send("USER alice@a.test")

@@ -2,13 +2,11 @@ package pop3
 
 import (
 	"bufio"
-	"context"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
 	"strings"
-	"time"
 
 	"mailproxy/policy"
 	"mailproxy/proxy"
@@ -42,26 +40,19 @@ type errLogin struct{ code, msg string }
 
 func (e *errLogin) Error() string { return e.msg }
 
-// errGone marks a provider connection found closed before it answered.
-var errGone = errors.New("the provider closed the connection")
+// errGone is a provider connection found closed before it answered.
+var errGone = &proxy.ProviderError{Msg: "the provider closed the connection"}
 
-// connect dials the provider of route under the policy and reads its
-// greeting (implicit TLS) and capabilities over TLS. tlsconf has already
-// thrown away everything said before STLS; CAPA is asked again here, as
-// RFC 2595 §4 requires.
-func connect(ctx context.Context, s *proxy.Session, route policy.Route) (*upstream, error) {
-	conn, err := s.Dial(ctx, route)
-	if err != nil {
-		return nil, err
-	}
+// start reads the greeting (implicit TLS) and the capabilities of a fresh
+// connection to the provider, over TLS. tlsconf has already thrown away
+// everything said before STLS; CAPA is asked again here, as RFC 2595 §4
+// requires.
+func start(conn *tlsconf.Upstream, route policy.Route) (*upstream, error) {
 	u := &upstream{conn: conn, br: bufio.NewReaderSize(conn, 4096), route: route}
-	u.deadline(s)
 	if err := u.greeting(); err != nil {
-		conn.Close()
 		return nil, err
 	}
 	if err := u.capa(); err != nil {
-		conn.Close()
 		return nil, err
 	}
 	return u, nil
@@ -84,10 +75,6 @@ func (u *upstream) greeting() error {
 		return &proxy.ProviderError{Msg: "the provider refused the connection: " + clip200(greet)}
 	}
 	return &proxy.ProviderError{Msg: "the provider's greeting is not POP3: " + clip200(greet)}
-}
-
-func (u *upstream) deadline(s *proxy.Session) {
-	u.conn.SetDeadline(time.Now().Add(s.Settings.Limits.CommandTimeout))
 }
 
 func (u *upstream) send(line string) error {
@@ -174,8 +161,7 @@ type loginResult struct {
 
 // login logs in with the app's credentials: AUTH PLAIN (RFC 5034, RFC
 // 4616) when the provider lists SASL PLAIN, else USER and PASS (RFC 1939
-// §7). An error wrapping errGone means the provider had closed the
-// connection before it saw the attempt.
+// §7).
 func (u *upstream) login(c proxy.Credentials) (*loginResult, error) {
 	user, pass := u.route.User, c.Password.Reveal()
 	switch {
@@ -183,16 +169,16 @@ func (u *upstream) login(c proxy.Credentials) (*loginResult, error) {
 		ir := base64.StdEncoding.EncodeToString([]byte(c.Authzid + "\x00" + user + "\x00" + pass))
 		if len("AUTH PLAIN "+ir+"\r\n") <= maxCommand {
 			if err := u.send("AUTH PLAIN " + ir); err != nil {
-				return nil, gone(err)
+				return nil, err
 			}
-			return u.result(true)
+			return u.result()
 		}
 		if err := u.send("AUTH PLAIN"); err != nil {
-			return nil, gone(err)
+			return nil, err
 		}
 		l, err := u.line()
 		if err != nil {
-			return nil, gone(err)
+			return nil, err
 		}
 		if !isContinuation(l) {
 			return u.status(l)
@@ -200,7 +186,7 @@ func (u *upstream) login(c proxy.Credentials) (*loginResult, error) {
 		if err := u.send(ir); err != nil {
 			return nil, err
 		}
-		return u.result(false)
+		return u.result()
 	case u.caps == nil || u.has("USER"):
 		if strings.ContainsAny(user+pass, "\r\n\x00") {
 			return nil, &errLogin{"AUTH", "the user name or password holds characters that USER and PASS cannot carry, and the provider has no SASL PLAIN"}
@@ -209,11 +195,11 @@ func (u *upstream) login(c proxy.Credentials) (*loginResult, error) {
 			return nil, &errLogin{"AUTH", "the provider has no SASL PLAIN, so mailproxy cannot pass on an authorization identity"}
 		}
 		if err := u.send("USER " + user); err != nil {
-			return nil, gone(err)
+			return nil, err
 		}
 		l, err := u.line()
 		if err != nil {
-			return nil, gone(err)
+			return nil, err
 		}
 		if !isOK(l) {
 			return u.status(l)
@@ -221,35 +207,21 @@ func (u *upstream) login(c proxy.Credentials) (*loginResult, error) {
 		if err := u.send("PASS " + pass); err != nil {
 			return nil, err
 		}
-		return u.result(false)
+		return u.result()
 	}
 	return nil, &errLogin{"SYS/PERM", "the provider offers neither SASL PLAIN nor USER and PASS, which is what mailproxy can relay"}
-}
-
-// gone marks an error on the first exchange of a login: a write that
-// failed or a connection found closed (not a timeout) means the provider
-// never saw the attempt.
-func gone(err error) error {
-	if proxy.IsTimeout(err) || errors.Is(err, errGone) {
-		return err
-	}
-	return fmt.Errorf("%w: %w", errGone, err)
 }
 
 func isContinuation(l string) bool { return l == "+" || strings.HasPrefix(l, "+ ") }
 
 // result reads the status line that ends a login. A "+" challenge asks
 // for more than PLAIN has, so it is cancelled with "*" (RFC 5034 §4).
-func (u *upstream) result(first bool) (*loginResult, error) {
+func (u *upstream) result() (*loginResult, error) {
 	for range maxUpstreamLines {
 		l, err := u.line()
 		if err != nil {
-			if first {
-				return nil, gone(err)
-			}
 			return nil, err
 		}
-		first = false
 		if isContinuation(l) {
 			if err := u.send("*"); err != nil {
 				return nil, err
@@ -270,12 +242,4 @@ func (u *upstream) status(l string) (*loginResult, error) {
 		return &loginResult{ok: false, line: l}, nil
 	}
 	return nil, &proxy.ProviderError{Msg: "the provider's login reply is not POP3: " + clip200(l)}
-}
-
-// quit ends the provider's session politely when the app quits before
-// logging in. The answer does not matter: the connection closes with the
-// session.
-func (u *upstream) quit() {
-	u.conn.SetWriteDeadline(time.Now().Add(proxy.WriteTimeout))
-	u.send("QUIT")
 }

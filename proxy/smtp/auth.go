@@ -1,10 +1,14 @@
 package smtp
 
 import (
+	"errors"
+
 	"github.com/emersion/go-sasl"
 	gosmtp "github.com/emersion/go-smtp"
 
+	"mailproxy/policy"
 	"mailproxy/proxy"
+	"mailproxy/tlsconf"
 )
 
 // AuthMechanisms are what the app is offered (RFC 4954 §3): the two that
@@ -36,71 +40,59 @@ func (f *session) Auth(mech string) (sasl.Server, error) {
 var errNoUser = &gosmtp.SMTPError{Code: 501, EnhancedCode: gosmtp.EnhancedCode{5, 5, 2},
 	Message: "the AUTH response has no user name"}
 
-// login logs in at the provider with the app's credentials: the route
-// comes from the login (a "*" listener picks the provider by its domain),
-// the connection is the one made before the greeting when it goes to the
-// same place, else a new one. The provider's verdict is audited, once per
-// attempt, and its refusal reaches the app as it gave it (usually 535).
+// login logs in at the provider with the app's credentials, through the
+// one login path of all fronts: the route comes from the login (a "*"
+// listener picks the provider by its domain), a new connection is made
+// for each attempt, and the provider's verdict is audited. Its refusal
+// reaches the app as it gave it (usually 535).
 func (f *session) login(creds proxy.Credentials) error {
 	if creds.Username == "" {
 		return errNoUser
 	}
 	s := f.s
-	route, err := s.Route(creds.Username)
-	if err != nil {
-		// Audited by Route. RFC 4954 §6: 535 5.7.8, the credentials
-		// cannot be used; the text says why.
-		return &gosmtp.SMTPError{Code: 535, EnhancedCode: gosmtp.EnhancedCode{5, 7, 8}, Message: proxy.ExplainRoute(err)}
-	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if up := f.up; up != nil && (up.lost != "" || up.route.Provider != route.Provider || up.route.Endpoint != route.Endpoint) {
-		up.kill("the login goes elsewhere")
+	if f.up != nil {
+		// go-smtp refuses a second AUTH after a successful one (RFC 4954
+		// §4); a connection left here is from an attempt that failed.
+		f.up.kill("another login")
 		f.up = nil
 	}
-	fresh := f.up == nil
-	if fresh {
-		up, err := connect(f.ctx, s, route, f.timeout)
-		if err != nil {
-			// RFC 4954 §6: 454 4.7.0, temporary authentication failure.
-			return unavailable(454, err)
+	var up *upstream
+	var reply *gosmtp.SMTPError
+	ok, err := s.LoginUpstream(f.ctx, creds, func(conn *tlsconf.Upstream, route policy.Route) (bool, error) {
+		var err error
+		if up, err = start(conn, route, s.Dialer.EHLOName, f.timeout); err != nil {
+			return false, err
 		}
-		f.setUpstream(up)
-	}
-	f.up.route = route
-	err = f.up.auth(route.User, creds)
-	if _, reply := isReply(err); err != nil && !reply && err != errNoMechanism && !fresh {
-		// The connection made before the greeting waited for the app and
-		// the provider may have closed it meanwhile (its own timeout):
-		// one new connection, one more try, rather than an error for
-		// mailproxy's waiting.
-		f.up.kill("the provider closed the waiting connection")
-		up, cerr := connect(f.ctx, s, route, f.timeout)
-		if cerr != nil {
-			return unavailable(454, cerr)
+		err = up.auth(route.User, creds)
+		if se, isReply := isReply(err); isReply {
+			reply = se
+			return false, nil
 		}
-		f.setUpstream(up)
-		f.up.route = route
-		err = f.up.auth(route.User, creds)
-	}
-	if err == nil {
-		s.Audit.Auth(creds.Username, true)
-		f.authed.Store(true)
-		return nil
-	}
-	if se, ok := isReply(err); ok {
-		s.Audit.Auth(creds.Username, false)
-		if se.Code == 421 {
-			f.up.kill("the provider closed the session with 421")
+		if err != nil && err != errNoMechanism {
+			err = &proxy.ProviderError{Msg: "the AUTH exchange with the provider failed: " + err.Error()}
 		}
-		return se
+		return err == nil, err
+	})
+	var ie *proxy.InputError
+	var re *proxy.RouteError
+	switch {
+	case errors.As(err, &ie):
+		// RFC 4954 §4: 501, the response cannot be used.
+		return &gosmtp.SMTPError{Code: 501, EnhancedCode: gosmtp.EnhancedCode{5, 5, 2}, Message: ie.Text}
+	case errors.As(err, &re):
+		// RFC 4954 §6: 535 5.7.8, the credentials cannot be used; the
+		// text says why.
+		return &gosmtp.SMTPError{Code: 535, EnhancedCode: gosmtp.EnhancedCode{5, 7, 8}, Message: re.Text}
+	case err != nil:
+		// RFC 4954 §6: 454 4.7.0, temporary authentication failure.
+		return unavailable(454, err)
+	case !ok:
+		return reply
 	}
-	if err != errNoMechanism {
-		// The connection failed, or the exchange went wrong (a
-		// challenge LOGIN does not expect): the client and the provider
-		// may be out of step, so the connection goes.
-		f.up.kill("AUTH failed: " + err.Error())
-		err = &proxy.ProviderError{Msg: "the AUTH exchange with the provider failed: " + err.Error()}
-	}
-	return unavailable(454, err)
+	f.setUpstream(up)
+	f.authed.Store(true)
+	f.app.loggedIn.Store(true)
+	return nil
 }

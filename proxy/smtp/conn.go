@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"mailproxy/policy"
 	"mailproxy/proxy"
 )
 
@@ -15,16 +16,25 @@ import (
 // It sets a read deadline before every read (go-smtp's own ReadTimeout is
 // set once per command line, so it would bound a whole DATA transfer rather
 // than each silence in it), remembers when a read timed out, and tells the
-// one-connection listener when go-smtp has closed it. It does not close the
+// one-connection listener when go-smtp has closed it. Before login it
+// counts every byte the app sends against max_prelogin, as the line-based
+// fronts do (proxy.Prelogin), and ends the session with 421 past it; and
+// it audits go-smtp's own refusal of an over-long line. It does not close the
 // app's connection itself: proxy.Listener does that after Serve, with its
 // half-close and drain, so that a last reply (221) is not lost to a reset.
 type appConn struct {
 	net.Conn
+	s        *proxy.Session
 	deadline func() (time.Time, bool)
 	done     chan struct{} // closed by Close
-	// hide8BitMIME drops go-smtp's fixed "250-8BITMIME" EHLO line when the
-	// provider has no 8BITMIME (RFC 6152): the app must then send 7-bit.
-	hide8BitMIME atomic.Bool
+	// left is what the app may still send before login; loggedIn stops
+	// the count.
+	left     atomic.Int64
+	loggedIn atomic.Bool
+	// longLine is set when an over-long line was audited already (one of
+	// the message's, by Data), so go-smtp's 500 that follows is not a
+	// second refusal.
+	longLine atomic.Bool
 
 	mu      sync.Mutex
 	closed  bool
@@ -34,8 +44,10 @@ type appConn struct {
 	setPA   bool // the deadline now set is the pre-login one
 }
 
-func newAppConn(c net.Conn, deadline func() (time.Time, bool)) *appConn {
-	return &appConn{Conn: c, deadline: deadline, done: make(chan struct{})}
+func newAppConn(s *proxy.Session, deadline func() (time.Time, bool)) *appConn {
+	c := &appConn{Conn: s.Client, s: s, deadline: deadline, done: make(chan struct{})}
+	c.left.Store(int64(s.Settings.Limits.MaxPrelogin))
+	return c
 }
 
 func (c *appConn) Read(b []byte) (int, error) {
@@ -56,6 +68,10 @@ func (c *appConn) Read(b []byte) (int, error) {
 	c.mu.Unlock()
 
 	n, err := c.Conn.Read(b)
+	if n > 0 && !c.loggedIn.Load() && c.left.Add(-int64(n)) < 0 {
+		c.overBudget()
+		return 0, io.EOF
+	}
 	if err != nil && proxy.IsTimeout(err) {
 		c.mu.Lock()
 		if c.closed {
@@ -70,10 +86,27 @@ func (c *appConn) Read(b []byte) (int, error) {
 	return n, err
 }
 
-// ehlo8BitMIME is the line go-smtp's server always writes in its EHLO
-// reply (never the last one). go-smtp flushes every reply line on its own,
-// so it arrives here as one Write, and no other server output is this line.
-const ehlo8BitMIME = "250-8BITMIME\r\n"
+// overBudget ends a session whose app sent more than max_prelogin before
+// logging in: go-smtp is waiting for input, so the 421 is written here
+// (RFC 5321 §3.8), and the read that crossed the line reports the end.
+func (c *appConn) overBudget() {
+	c.mu.Lock()
+	already := c.ended
+	c.ended = true
+	c.mu.Unlock()
+	if already {
+		return
+	}
+	max := c.s.Settings.Limits.MaxPrelogin
+	c.Conn.SetWriteDeadline(time.Now().Add(proxy.WriteTimeout))
+	io.WriteString(c.Conn, "421 4.7.0 Too much input before login, closing the connection\r\n")
+	c.s.Deny(policy.ReasonLimit, "", "the app sent more than max_prelogin (%d bytes) before login", max)
+}
+
+// tooLong is go-smtp's reply to a line over MaxLineLength, after which it
+// closes the connection. go-smtp flushes each reply on its own, so it
+// arrives here as one Write.
+const tooLong = "500 5.4.0 Too long line, closing connection\r\n"
 
 func (c *appConn) Write(b []byte) (int, error) {
 	c.mu.Lock()
@@ -82,8 +115,8 @@ func (c *appConn) Write(b []byte) (int, error) {
 	if closed {
 		return 0, net.ErrClosed
 	}
-	if c.hide8BitMIME.Load() && string(b) == ehlo8BitMIME {
-		return len(b), nil
+	if string(b) == tooLong && !c.longLine.Swap(true) {
+		c.s.Deny(policy.ReasonLimit, "", "the app sent a command line over %d bytes", max(minLineLength, c.s.Settings.Limits.MaxLine))
 	}
 	return c.Conn.Write(b)
 }

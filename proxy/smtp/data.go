@@ -109,6 +109,7 @@ func (f *session) appFailed(err error, cut bool) error {
 		return gosmtp.ErrDataTooLarge // 552 5.3.4 (RFC 1870 §6.2)
 	case errors.Is(err, gosmtp.ErrTooLongLine):
 		maxLine := max(minLineLength, limits.MaxLine)
+		f.app.longLine.Store(true)
 		f.fail(f.s.Deny(policy.ReasonLimit, "", "a line of the app's message is longer than %d bytes (max_line)", maxLine))
 		return &gosmtp.SMTPError{Code: 554, EnhancedCode: gosmtp.EnhancedCode{5, 6, 0},
 			Message: fmt.Sprintf("a line of the message is longer than %d bytes (RFC 5321 section 4.5.3.1.6 allows 1000)", maxLine)}

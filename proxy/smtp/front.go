@@ -5,8 +5,9 @@
 // reply must be the provider's own (RFC 5321 §4.2: code, enhanced code,
 // text), and nothing may be acknowledged that the provider has not taken.
 //
-// Per app session it keeps one connection to the provider, made under the
-// policy (proxy.Session.Dial) and reused across transactions. It introduces
+// It connects to the provider only when the app logs in (AUTH), through
+// the one login path of all fronts (proxy.Session.LoginUpstream), and
+// keeps that connection for the session's transactions. It introduces
 // itself there with a neutral EHLO name, logs in with the app's own AUTH
 // PLAIN or LOGIN credentials (RFC 4954), relays MAIL and RCPT one to one,
 // and streams DATA — and BDAT (RFC 3030), sent on as DATA — without holding
@@ -33,7 +34,6 @@ import (
 
 	gosmtp "github.com/emersion/go-smtp"
 
-	"mailproxy/config"
 	"mailproxy/policy"
 	"mailproxy/proxy"
 )
@@ -49,13 +49,10 @@ func (Front) Refuse(w io.Writer, _ policy.Reason, text string) {
 	fmt.Fprintf(w, "421 4.7.0 %s\r\n", proxy.Printable(text, maxText))
 }
 
-// Defaults for limits a hand-built proxy.Settings may leave at zero.
 const (
-	// defaultMaxMessage is the SIZE offered when neither the configuration
-	// nor the provider gives one (config.Limits.MaxMessageSize says 64 MiB).
+	// defaultMaxMessage is the SIZE offered when the configuration gives
+	// none (proxy.Limits.MaxMessageSize).
 	defaultMaxMessage = 64 << 20
-	// defaultCommandTimeout is RFC 5321 §4.5.3.2's five minutes.
-	defaultCommandTimeout = 5 * time.Minute
 	// minLineLength is go-smtp's own line limit: RFC 5321 §4.5.3.1.6's
 	// 1000 octets, doubled for apps that overstep it.
 	minLineLength = 2000
@@ -92,30 +89,15 @@ type session struct {
 	err   error // why the session ended badly, for session.end
 }
 
-// Serve runs one session: it connects to a fixed provider first (so that
-// the app's EHLO reply can mirror the provider's SIZE, 8BITMIME and
-// SMTPUTF8, and a refused provider is a clear 421 rather than a failure at
-// AUTH), then holds one go-smtp server conversation on the app's
-// connection until it ends.
+// Serve runs one session: one go-smtp server conversation on the app's
+// connection until it ends. Nothing is sent to the provider, and no
+// connection made to it, before the app's AUTH.
 func (Front) Serve(ctx context.Context, s *proxy.Session) error {
 	if err := s.StartImplicitTLS(); err != nil {
 		return err
 	}
 	f := &session{s: s, ctx: ctx, timeout: s.Settings.Limits.CommandTimeout}
-	if f.timeout <= 0 {
-		f.timeout = defaultCommandTimeout
-	}
-	f.app = newAppConn(s.Client, f.readDeadline)
-	if route, ok := s.FixedRoute(); ok {
-		up, err := connect(ctx, s, route, f.timeout)
-		if err != nil {
-			r := unavailable(421, err)
-			s.Client.SetWriteDeadline(time.Now().Add(f.timeout))
-			fmt.Fprintf(s.Client, "%d %d.%d.%d %s\r\n", r.Code, r.EnhancedCode[0], r.EnhancedCode[1], r.EnhancedCode[2], r.Message)
-			return err
-		}
-		f.setUpstream(up)
-	}
+	f.app = newAppConn(s, f.readDeadline)
 	f.maxSize = f.messageLimit()
 
 	stop := context.AfterFunc(ctx, f.abort)
@@ -141,19 +123,17 @@ func (f *session) converse() {
 	srv.MaxMessageBytes = f.maxSize
 	// MaxRecipients stays 0: Rcpt enforces the limit, so that it is audited.
 	srv.AllowInsecureAuth = f.s.PlaintextAuthAllowed()
-	if f.s.Settings.Listener.LocalSecurity == config.LocalSTARTTLS && f.s.OffersSTARTTLS() {
+	if f.s.Settings.Listen.LocalSecurity == proxy.LocalSTARTTLS && f.s.OffersSTARTTLS() {
 		srv.TLSConfig = f.s.Settings.LocalTLS // RFC 3207
 	}
-	if up := f.up; up != nil {
-		// RFC 6531 §3.1 and the DSN parameters: offered only when the
-		// provider takes them, as go-smtp's client drops them otherwise.
-		// 8BITMIME (RFC 6152) likewise: go-smtp's server always offers it,
-		// so appConn removes it from the EHLO reply, and Mail refuses
-		// BODY=8BITMIME from an app that sends it anyway.
-		srv.EnableSMTPUTF8 = up.ext.smtputf8
-		srv.EnableDSN = up.ext.dsn
-		f.app.hide8BitMIME.Store(!up.ext.eightBit)
-	}
+	// The provider is not connected when the app asks EHLO, so the reply
+	// offers what most providers have: 8BITMIME (RFC 6152; go-smtp always
+	// offers it), SMTPUTF8 (RFC 6531) and DSN (RFC 3461). A transaction
+	// that uses one the provider lacks is refused at MAIL or RCPT with a
+	// text that says so (go-smtp's client would otherwise drop the
+	// parameter silently).
+	srv.EnableSMTPUTF8 = true
+	srv.EnableDSN = true
 	ln := &oneConnListener{conn: f.app, closed: make(chan struct{})}
 	srv.Serve(ln) // returns net.ErrClosed once the conversation is over
 	// Shutdown waits for the connection's goroutine to finish, error log
@@ -161,17 +141,15 @@ func (f *session) converse() {
 	srv.Shutdown(context.Background())
 }
 
-// messageLimit is the SIZE offered to the app (RFC 1870 §4): the provider's,
-// or max_message_size when that is set and smaller, or 64 MiB.
+// messageLimit is the SIZE offered to the app (RFC 1870 §4):
+// max_message_size, or 64 MiB. A provider with a smaller SIZE refuses a
+// larger message itself, at MAIL (SIZE=) or at the end of DATA, in its
+// own words.
 func (f *session) messageLimit() int64 {
-	limit := f.s.Settings.Limits.MaxMessageSize
-	if f.up != nil && f.up.ext.size > 0 && (limit <= 0 || f.up.ext.size < limit) {
-		limit = f.up.ext.size
+	if limit := f.s.Settings.Limits.MaxMessageSize; limit > 0 {
+		return limit
 	}
-	if limit <= 0 {
-		limit = defaultMaxMessage
-	}
-	return limit
+	return defaultMaxMessage
 }
 
 // readDeadline is when the app's next read must have data: command_timeout

@@ -17,6 +17,7 @@ import (
 
 	"mailproxy/internal/testkit"
 	"mailproxy/policy"
+	"mailproxy/proxy/proxytest"
 	"mailproxy/proxy/smtp"
 )
 
@@ -230,9 +231,9 @@ func (s *providerSession) Reset() { s.to = nil }
 func (s *providerSession) Logout() error { return nil }
 
 // start runs mailproxy's SMTP front before a provider at endpoint.
-func start(t testing.TB, pki *testkit.PKI, endpoint string, opts ...testkit.ProxyOptions) *testkit.Proxy {
+func start(t testing.TB, pki *testkit.PKI, endpoint string, opts ...proxytest.ProxyOptions) *proxytest.Proxy {
 	t.Helper()
-	return testkit.StartProxy(t, smtp.Front{}, policy.SMTP, pki.Provider("example", endpoint), nil, opts...)
+	return proxytest.StartProxy(t, smtp.Front{}, policy.SMTP, proxytest.Provider(pki, "example", endpoint), nil, opts...)
 }
 
 func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }

@@ -27,6 +27,14 @@ var (
 	// 6152 §3): go-smtp's server offers 8BITMIME whatever the provider does.
 	errNo8Bit = &gosmtp.SMTPError{Code: 555, EnhancedCode: gosmtp.EnhancedCode{5, 6, 3},
 		Message: "the provider does not accept 8-bit messages (it has no 8BITMIME)"}
+	// errNoUTF8 refuses SMTPUTF8 (RFC 6531 §3.4) for a provider without it:
+	// offered before login, when the provider was not known yet.
+	errNoUTF8 = &gosmtp.SMTPError{Code: 555, EnhancedCode: gosmtp.EnhancedCode{5, 6, 7},
+		Message: "the provider does not accept internationalized addresses (it has no SMTPUTF8)"}
+	// errNoDSN refuses DSN parameters (RFC 3461) for a provider without
+	// DSN, rather than dropping the app's request for a notification.
+	errNoDSN = &gosmtp.SMTPError{Code: 555, EnhancedCode: gosmtp.EnhancedCode{5, 5, 4},
+		Message: "the provider does not take delivery status notification requests (it has no DSN)"}
 )
 
 // gone answers a new transaction once the provider connection is gone,
@@ -47,6 +55,7 @@ func (f *session) newSession(c *gosmtp.Conn) (gosmtp.Session, error) {
 		f.mu.Lock()
 		if f.authed.Load() {
 			f.authed.Store(false)
+			f.app.loggedIn.Store(false)
 			f.up.kill("the app started TLS after logging in")
 			f.up = nil
 		}
@@ -69,8 +78,15 @@ func (f *session) Mail(from string, opts *gosmtp.MailOptions) error {
 		f.app.end()
 		return gone(f.up.lost)
 	}
-	if opts != nil && opts.Body == gosmtp.Body8BitMIME && !f.up.ext.eightBit {
-		return errNo8Bit
+	if opts != nil {
+		switch {
+		case opts.Body == gosmtp.Body8BitMIME && !f.up.ext.eightBit:
+			return errNo8Bit
+		case opts.UTF8 && !f.up.ext.smtputf8:
+			return errNoUTF8
+		case (opts.Return != "" || opts.EnvelopeID != "") && !f.up.ext.dsn:
+			return errNoDSN
+		}
 	}
 	f.rcpts, f.rcptDenied = 0, false
 	if err := f.up.c.Mail(from, opts); err != nil {
@@ -91,6 +107,9 @@ func (f *session) Rcpt(to string, opts *gosmtp.RcptOptions) error {
 	}
 	if f.up.lost != "" {
 		return errLost
+	}
+	if opts != nil && (len(opts.Notify) > 0 || opts.OriginalRecipient != "") && !f.up.ext.dsn {
+		return errNoDSN
 	}
 	if max := f.s.Settings.Limits.MaxRecipients; max > 0 && f.rcpts >= max {
 		if !f.rcptDenied {

@@ -1,7 +1,6 @@
 package smtp
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -71,16 +70,12 @@ func (g *greetedConn) Read(b []byte) (int, error) {
 	return g.Conn.Read(b)
 }
 
-// connect dials the provider of route under the policy and introduces
-// itself with EHLO. The name it gives is neutral (the dialer's, by default
+// start introduces mailproxy on a fresh connection to the provider with
+// EHLO. The name it gives is neutral (the dialer's, by default
 // "localhost"), never the app's: an app's EHLO name often carries the
 // computer's name (RFC 5321 §4.1.1.1 asks for the client's FQDN, which is
 // exactly what must not reach the provider).
-func connect(ctx context.Context, s *proxy.Session, route policy.Route, timeout time.Duration) (*upstream, error) {
-	conn, err := s.Dial(ctx, route)
-	if err != nil {
-		return nil, err
-	}
+func start(conn *tlsconf.Upstream, route policy.Route, name string, timeout time.Duration) (*upstream, error) {
 	var nc net.Conn = conn
 	if conn.AfterSTARTTLS {
 		nc = &greetedConn{Conn: conn, greeting: []byte(syntheticGreeting)}
@@ -88,12 +83,10 @@ func connect(ctx context.Context, s *proxy.Session, route policy.Route, timeout 
 	c := gosmtp.NewClient(nc)
 	c.CommandTimeout = timeout
 	c.SubmissionTimeout = timeout
-	name := s.Dialer.EHLOName
 	if name == "" {
 		name = "localhost"
 	}
 	if err := c.Hello(name); err != nil {
-		conn.Close()
 		var se *gosmtp.SMTPError
 		if errors.As(err, &se) {
 			// Under TLS: the provider's own words.

@@ -1,0 +1,108 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"time"
+
+	"mailproxy/policy"
+	"mailproxy/tlsconf"
+)
+
+// The one login path of every front. No connection to the provider exists
+// before the app has presented credentials (or, on a "*" listener, named
+// its domain): LoginUpstream checks the credentials, routes them, dials
+// the provider under the policy, and hands the fresh connection to the
+// front's protocol exchange. Each attempt dials once; a failed attempt's
+// connection is closed, so nothing waits at the provider on the app's
+// behalf.
+
+// Login is a front's provider-side exchange on a fresh connection: read
+// the greeting (unless AfterSTARTTLS), learn the capabilities, log in with
+// creds as route.User. ok is the provider's verdict; err is anything that
+// kept it from giving one (it is then shown to the app with Explain). The
+// connection carries a deadline of command_timeout.
+type Login func(conn *tlsconf.Upstream, route policy.Route) (ok bool, err error)
+
+// InputError is credentials mailproxy will not pass on; the app gets the
+// protocol's "bad command" answer with Text.
+type InputError struct{ Text string }
+
+func (e *InputError) Error() string { return e.Text }
+
+// RouteError is a login the policy will not route (audited); the app gets
+// Text, a permanent refusal.
+type RouteError struct {
+	Text string
+	Err  error
+}
+
+func (e *RouteError) Error() string { return e.Text }
+func (e *RouteError) Unwrap() error { return e.Err }
+
+// CheckCredentials refuses credentials holding NUL, CR or LF: passed on,
+// a NUL would add a field to a SASL PLAIN message (logging in as someone
+// else than the app named), and CR or LF would end the command early and
+// start another.
+func CheckCredentials(c Credentials) error {
+	const bad = "\x00\r\n"
+	switch {
+	case strings.ContainsAny(c.Username, bad):
+		return errors.New("the user name holds a NUL, CR or LF character")
+	case strings.ContainsAny(c.Authzid, bad):
+		return errors.New("the authorization identity holds a NUL, CR or LF character")
+	case strings.ContainsAny(c.Password.Reveal(), bad):
+		return errors.New("the password holds a NUL, CR or LF character")
+	}
+	return nil
+}
+
+// LoginUpstream logs the app in at its provider:
+//   - credentials with NUL, CR or LF: *InputError, audited (reason input);
+//   - a login the policy does not route: *RouteError, audited;
+//   - a provider that cannot be reached, is refused by the policy, or
+//     breaks its protocol: that error (the dialer audits a refusal; the
+//     session's end records the others unless a later login succeeds);
+//   - otherwise the provider's verdict, audited as auth ok or fail.
+//
+// On ok the connection is the front's, to relay; otherwise it is closed.
+func (s *Session) LoginUpstream(ctx context.Context, creds Credentials, login Login) (bool, error) {
+	if err := CheckCredentials(creds); err != nil {
+		s.Deny(policy.ReasonInput, "", "user \"%s\": %v; nothing was sent to the provider", policy.Escape(creds.Username), err)
+		return false, &InputError{Text: err.Error() + "; mailproxy does not pass such credentials on"}
+	}
+	route, err := s.Route(creds.Username)
+	if err != nil {
+		return false, &RouteError{Text: ExplainRoute(err), Err: err}
+	}
+	conn, err := s.Dial(ctx, route)
+	if err != nil {
+		s.failedLogin(err)
+		return false, err
+	}
+	conn.SetDeadline(time.Now().Add(s.Settings.Limits.CommandTimeout))
+	ok, err := login(conn, route)
+	if err != nil {
+		conn.Close()
+		s.failedLogin(err)
+		return false, err
+	}
+	s.Audit.Auth(creds.Username, ok)
+	if !ok {
+		conn.Close()
+		return false, nil
+	}
+	s.mu.Lock()
+	s.loggedIn = true
+	s.mu.Unlock()
+	conn.SetDeadline(time.Time{})
+	return true, nil
+}
+
+// failedLogin keeps why a login attempt got no verdict, for session.end.
+func (s *Session) failedLogin(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.loginErr = err
+}
