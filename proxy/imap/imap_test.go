@@ -316,7 +316,7 @@ func TestRefusedTLSPolicy(t *testing.T) {
 	pki := testkit.NewPKI(t)
 	prov := startMemProvider(t, pki, "imaps")
 	provider := pki.Provider("example", prov.endpoint)
-	provider.CAFile = "" // system roots: the test CA is not trusted
+	provider.TLS.Roots = nil // system roots: the test CA is not trusted
 	p := testkit.StartProxy(t, imap.Front{}, policy.IMAP, provider, nil)
 	c := testkit.Dial(t, p.Addr)
 	c.Expect("* BYE [UNAVAILABLE] mailproxy refused the provider (reason: certificate)*")
