@@ -227,6 +227,13 @@ func (d *doc) provider(i int, pe *ProviderEntry, add func(*Error)) *policy.Provi
 		}
 		t.Pins = append(t.Pins, h)
 	}
+	if ok {
+		// The dialer checks the window again at every dial; a configuration
+		// that loads must never fail that check.
+		if _, err := tlsconf.ProfileFor(p); err != nil {
+			fail("min_tls", "%v", err)
+		}
+	}
 	if !ok {
 		return nil
 	}

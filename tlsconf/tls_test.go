@@ -238,6 +238,28 @@ func TestClientConfigInvariants(t *testing.T) {
 	}
 }
 
+// TestHandBuiltWindowRechecked: the dialer does not trust a TLS policy it
+// did not see loaded. A window the configuration would refuse is refused
+// at dial, before any connection is made.
+func TestHandBuiltWindowRechecked(t *testing.T) {
+	p := newPKI(t)
+	port := serveTLS(t, serverConfig(p.ecdsa, tls.VersionTLS10, tls.VersionTLS13))
+	for _, w := range []policy.TLSPolicy{
+		{MinVersion: 0x0300}, // SSLv3
+		{MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11}, // a ceiling below 1.2
+		{MinVersion: tls.VersionTLS13, MaxVersion: tls.VersionTLS12}, // min above max
+	} {
+		r := dialTest(t, p.provider(func(pr *policy.Provider) { pr.TLS.MinVersion, pr.TLS.MaxVersion = w.MinVersion, w.MaxVersion }),
+			policy.IMAP, policy.ImplicitTLS, port)
+		if r.err == nil {
+			t.Errorf("window %s-%s: dial succeeded", policy.TLSVersionName(w.MinVersion), policy.TLSVersionName(w.MaxVersion))
+		}
+		if n := r.audit.count(t, policy.EventUpstreamConnect); n != 0 {
+			t.Errorf("window %s-%s: connected before refusing", policy.TLSVersionName(w.MinVersion), policy.TLSVersionName(w.MaxVersion))
+		}
+	}
+}
+
 func TestPrivateAddressesRefused(t *testing.T) {
 	p := newPKI(t)
 	port := serveTLS(t, serverConfig(p.ecdsa, tls.VersionTLS12, tls.VersionTLS13))
