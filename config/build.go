@@ -135,7 +135,7 @@ func (d *doc) provider(i int, pe *ProviderEntry, add func(*Error)) *policy.Provi
 	ok := true
 	fail := func(k, format string, args ...any) { ok = false; bad(k, format, args...) }
 
-	p := &policy.Provider{Name: pe.Name, Domains: pe.Domains, Pins: pe.Pins,
+	p := &policy.Provider{Name: pe.Name, Domains: pe.Domains,
 		AllowPrivateAddresses: pe.AllowPrivateAddresses, Endpoints: map[policy.Proto]policy.Endpoint{}}
 	switch pe.Name {
 	case "":
@@ -190,13 +190,16 @@ func (d *doc) provider(i int, pe *ProviderEntry, add func(*Error)) *policy.Provi
 			}
 		}
 	}
-	p.MinTLS, p.MaxTLS = tls.VersionTLS12, tls.VersionTLS13
+	// The TLS requirement is parsed, and ca_file read, here and only here:
+	// the dialer reads and parses nothing. A reload parses it afresh.
+	t := &p.TLS
+	t.MinVersion, t.MaxVersion = tls.VersionTLS12, tls.VersionTLS13
 	if pe.MinTLS != "" {
 		v, err := policy.ParseTLSVersion(pe.MinTLS)
 		if err != nil {
 			fail("min_tls", "%v", err)
 		}
-		p.MinTLS = v
+		t.MinVersion = v
 	}
 	if pe.MaxTLS != "" {
 		v, err := policy.ParseTLSVersion(pe.MaxTLS)
@@ -206,20 +209,31 @@ func (d *doc) provider(i int, pe *ProviderEntry, add func(*Error)) *policy.Provi
 		case v < tls.VersionTLS12:
 			fail("max_tls", "%q: max_tls may only be \"1.2\" or \"1.3\" (a ceiling below TLS 1.2 is never needed)", pe.MaxTLS)
 		}
-		p.MaxTLS = v
+		t.MaxVersion = v
 	}
-	if p.MinTLS > p.MaxTLS {
+	if t.MinVersion > t.MaxVersion {
 		fail("min_tls", "min_tls %q is above max_tls %q", pe.MinTLS, pe.MaxTLS)
 	}
 	if pe.CAFile != "" {
-		p.CAFile = d.path(pe.CAFile)
-		if _, err := tlsconf.LoadRoots(p.CAFile); err != nil {
+		pool, err := tlsconf.LoadRoots(d.path(pe.CAFile))
+		if err != nil {
 			fail("ca_file", "%q: %v", pe.CAFile, err)
 		}
+		t.Roots = pool
 	}
 	for _, pin := range pe.Pins {
-		if _, err := tlsconf.ParsePin(pin); err != nil {
+		h, err := tlsconf.ParsePin(pin)
+		if err != nil {
 			fail("pins", "%v", err)
+			continue
+		}
+		t.Pins = append(t.Pins, h)
+	}
+	if ok {
+		// The dialer checks the window again at every dial; a configuration
+		// that loads must never fail that check.
+		if _, err := tlsconf.ProfileFor(p); err != nil {
+			fail("min_tls", "%v", err)
 		}
 	}
 	if !ok {

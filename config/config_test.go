@@ -64,7 +64,7 @@ func TestParseGood(t *testing.T) {
 		t.Errorf("limits: %+v", c.Limits)
 	}
 	p := c.Provider("example")
-	if p == nil || p.MinTLS != tls.VersionTLS10 || p.MaxTLS != tls.VersionTLS12 || len(p.Endpoints) != 3 {
+	if p == nil || p.TLS.MinVersion != tls.VersionTLS10 || p.TLS.MaxVersion != tls.VersionTLS12 || len(p.Endpoints) != 3 {
 		t.Fatalf("provider: %+v", p)
 	}
 	if e := p.Endpoints[policy.POP3]; e.Security != policy.STARTTLS || e.Port != 110 {
@@ -168,8 +168,9 @@ func TestCAFileRelative(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := c.Providers[0].CAFile; got != filepath.Join(dir, "ca.pem") {
-		t.Errorf("ca_file resolved to %q", got)
+	// The roots are the file next to the configuration, loaded: that CA.
+	if roots := c.Providers[0].TLS.Roots; roots == nil || !roots.Equal(ca.Pool()) {
+		t.Errorf("ca_file %q did not resolve to %s", "ca.pem", filepath.Join(dir, "ca.pem"))
 	}
 }
 
@@ -181,7 +182,7 @@ func TestPresets(t *testing.T) {
 			continue
 		}
 		p := c.Providers[0]
-		if p.MinTLS != tls.VersionTLS12 || p.MaxTLS != tls.VersionTLS13 || p.AllowPrivateAddresses || p.CAFile != "" {
+		if p.TLS.MinVersion != tls.VersionTLS12 || p.TLS.MaxVersion != tls.VersionTLS13 || p.AllowPrivateAddresses || p.TLS.Roots != nil || len(p.TLS.Pins) != 0 {
 			t.Errorf("preset %s loosens the policy: %+v", name, p)
 		}
 		if len(c.Listeners) != 3 {

@@ -1,7 +1,9 @@
 package policy
 
 import (
+	"crypto/sha256"
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net"
 	"net/netip"
@@ -204,16 +206,32 @@ type Provider struct {
 	// Endpoints by protocol; a protocol the provider does not serve is
 	// absent.
 	Endpoints map[Proto]Endpoint
-	// CAFile names extra PEM roots; empty means the system roots.
-	CAFile string
-	// Pins are "sha256/<base64 SPKI hash>" values; when non-empty the
-	// provider's certificate key must match one of them.
-	Pins []string
-	// MinTLS and MaxTLS bound the TLS versions (tls.VersionTLS10 ...).
-	MinTLS, MaxTLS uint16
+	// TLS is the provider's TLS requirement, parsed when the configuration
+	// was loaded.
+	TLS TLSPolicy
 	// AllowPrivateAddresses lets the provider's names resolve to loopback
 	// or private addresses (on-premises and test providers).
 	AllowPrivateAddresses bool
+}
+
+// TLSPolicy is a provider's TLS requirement in parsed form: the
+// configuration's ca_file, pins, min_tls and max_tls, read and checked once
+// when the configuration is loaded, so that nothing is parsed or read from
+// disk when a connection is made. A configuration reload builds new values.
+// The zero value is the default policy: TLS 1.2 to 1.3, system roots, no
+// pins. Package tlsconf turns it into a *tls.Config and checks the window
+// again at every dial.
+type TLSPolicy struct {
+	// MinVersion and MaxVersion bound the TLS version (tls.VersionTLS10
+	// ...); zero means TLS 1.2 and TLS 1.3. Nothing below TLS 1.0 is ever
+	// possible, and MaxVersion is TLS 1.2 or 1.3.
+	MinVersion, MaxVersion uint16
+	// Roots verifies the provider's certificate chain (from ca_file); nil
+	// means the system roots.
+	Roots *x509.CertPool
+	// Pins are SHA-256 hashes of acceptable SubjectPublicKeyInfos; when
+	// non-empty, the provider's certificate key must match one of them.
+	Pins [][sha256.Size]byte
 }
 
 // Allows reports whether host is on the provider's allowlist.

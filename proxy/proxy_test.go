@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
-	"mailproxy/internal/testkit"
 	"mailproxy/internal/certs"
+	"mailproxy/internal/testkit"
 	"mailproxy/policy"
 	"mailproxy/tlsconf"
 )

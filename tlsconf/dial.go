@@ -11,7 +11,6 @@ import (
 	"net/netip"
 	"reflect"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -31,8 +30,6 @@ type Dialer struct {
 	// EHLOName is sent before SMTP STARTTLS; empty means "localhost", a
 	// name that says nothing about the user's computer.
 	EHLOName string
-
-	profiles sync.Map // *policy.Provider → *Profile
 }
 
 // Upstream is an accepted, policed TLS connection to a provider.
@@ -49,18 +46,6 @@ type Upstream struct {
 	// no greeting follows on Conn. With implicit TLS the server's greeting
 	// is the first thing to read.
 	AfterSTARTTLS bool
-}
-
-func (d *Dialer) profile(p *policy.Provider) (*Profile, error) {
-	if v, ok := d.profiles.Load(p); ok {
-		return v.(*Profile), nil
-	}
-	pr, err := ProfileFor(p)
-	if err != nil {
-		return nil, err
-	}
-	v, _ := d.profiles.LoadOrStore(p, pr)
-	return v.(*Profile), nil
 }
 
 // Dial connects to endpoint ep of provider p: it checks the host against the
@@ -91,7 +76,7 @@ func (d *Dialer) dial(ctx context.Context, p *policy.Provider, ep policy.Endpoin
 		return nil, policy.Deny(policy.ReasonNonProviderHost, host,
 			"%s is not in provider %q's hosts %v", host, p.Name, p.Hosts)
 	}
-	pr, err := d.profile(p)
+	pr, err := ProfileFor(p)
 	if err != nil {
 		return nil, err
 	}

@@ -58,7 +58,7 @@ func (p *pki) provider(mods ...func(*policy.Provider)) *policy.Provider {
 	pr := &policy.Provider{
 		Name:                  "test",
 		Hosts:                 []string{"127.0.0.1"},
-		CAFile:                p.caFile,
+		TLS:                   policy.TLSPolicy{Roots: p.ca.Pool()},
 		AllowPrivateAddresses: true,
 	}
 	for _, m := range mods {

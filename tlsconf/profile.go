@@ -33,7 +33,8 @@ var LegacySuites = []uint16{
 	tls.TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA,   // 0xc014
 }
 
-// Profile is the TLS requirement of one provider.
+// Profile is the TLS requirement of one provider, as the dialer applies it.
+// Its fields mean what policy.TLSPolicy's do.
 type Profile struct {
 	// MinVersion and MaxVersion bound the version; zero means TLS 1.2 and
 	// TLS 1.3. Nothing below TLS 1.0 is ever possible.
@@ -45,30 +46,21 @@ type Profile struct {
 	Pins [][sha256.Size]byte
 }
 
-// ProfileFor builds the profile of a provider, reading its ca_file.
+// ProfileFor returns the profile of a provider from its TLS policy, which
+// the configuration parsed when it was loaded: it reads no file and parses
+// nothing. The version window is checked again, so that a hand-built or
+// zero policy can never mean something weaker than the documented default.
 func ProfileFor(p *policy.Provider) (*Profile, error) {
-	pr := &Profile{MinVersion: p.MinTLS, MaxVersion: p.MaxTLS}
-	if p.CAFile != "" {
-		pool, err := LoadRoots(p.CAFile)
-		if err != nil {
-			return nil, err
-		}
-		pr.Roots = pool
-	}
-	for _, s := range p.Pins {
-		h, err := ParsePin(s)
-		if err != nil {
-			return nil, err
-		}
-		pr.Pins = append(pr.Pins, h)
-	}
+	t := p.TLS
+	pr := &Profile{MinVersion: t.MinVersion, MaxVersion: t.MaxVersion, Roots: t.Roots, Pins: t.Pins}
 	if err := pr.validate(); err != nil {
 		return nil, fmt.Errorf("provider %q: %w", p.Name, err)
 	}
 	return pr, nil
 }
 
-// LoadRoots reads a PEM file of CA certificates.
+// LoadRoots reads a PEM file of CA certificates. The configuration calls it
+// when it is loaded, never the dialer.
 func LoadRoots(path string) (*x509.CertPool, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {

@@ -59,8 +59,8 @@ func TestTLS12ECDHEAccepted(t *testing.T) {
 
 func TestVersionWindow(t *testing.T) {
 	p := newPKI(t)
-	legacy := func(pr *policy.Provider) { pr.MinTLS = tls.VersionTLS10 }
-	classic := func(pr *policy.Provider) { pr.MaxTLS = tls.VersionTLS12 }
+	legacy := func(pr *policy.Provider) { pr.TLS.MinVersion = tls.VersionTLS10 }
+	classic := func(pr *policy.Provider) { pr.TLS.MaxVersion = tls.VersionTLS12 }
 	for _, v := range []uint16{tls.VersionTLS10, tls.VersionTLS11} {
 		// A TLS 1.0 or 1.1 server offering ECDHE CBC-SHA: refused by default...
 		port := serveTLS(t, serverConfig(p.rsa, v, v, tls.TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA))
@@ -82,7 +82,7 @@ func TestVersionWindow(t *testing.T) {
 
 func TestLegacyWindowStillECDHEOnly(t *testing.T) {
 	p := newPKI(t)
-	legacy := func(pr *policy.Provider) { pr.MinTLS = tls.VersionTLS10 }
+	legacy := func(pr *policy.Provider) { pr.TLS.MinVersion = tls.VersionTLS10 }
 	// RSA key exchange at TLS 1.0 is refused even for a legacy provider.
 	port := serveTLS(t, serverConfig(p.rsa, tls.VersionTLS10, tls.VersionTLS10, tls.TLS_RSA_WITH_AES_128_CBC_SHA))
 	dialTest(t, p.provider(legacy), policy.IMAP, policy.ImplicitTLS, port).wantDenied(t, policy.ReasonCipher)
@@ -109,7 +109,7 @@ func TestWeakKeyExchangeRefused(t *testing.T) {
 
 func TestOpenSSLServers(t *testing.T) {
 	p := newPKI(t)
-	legacy := func(pr *policy.Provider) { pr.MinTLS = tls.VersionTLS10 }
+	legacy := func(pr *policy.Provider) { pr.TLS.MinVersion = tls.VersionTLS10 }
 	cases := []struct {
 		name     string
 		provider *policy.Provider
@@ -123,7 +123,7 @@ func TestOpenSSLServers(t *testing.T) {
 		{"tls1.1-ecdhe-default", p.provider(), []string{"-tls1_1", "-cipher", "ECDHE-RSA-AES128-SHA:@SECLEVEL=0"}, policy.ReasonTLSVersion},
 		{"tls1.0-ecdhe-legacy", p.provider(legacy), []string{"-tls1", "-cipher", "ECDHE-RSA-AES128-SHA:@SECLEVEL=0"}, ""},
 		{"tls1.3-only", p.provider(), []string{"-tls1_3"}, ""},
-		{"tls1.3-only-classic-window", p.provider(func(pr *policy.Provider) { pr.MaxTLS = tls.VersionTLS12 }), []string{"-tls1_3"}, policy.ReasonTLSVersion},
+		{"tls1.3-only-classic-window", p.provider(func(pr *policy.Provider) { pr.TLS.MaxVersion = tls.VersionTLS12 }), []string{"-tls1_3"}, policy.ReasonTLSVersion},
 		{"tls1.2-ecdhe-gcm", p.provider(), []string{"-tls1_2", "-cipher", "ECDHE-RSA-AES256-GCM-SHA384"}, ""},
 	}
 	for _, c := range cases {
@@ -188,21 +188,21 @@ func TestCertificateRefusals(t *testing.T) {
 	}
 	// Without ca_file the system roots apply, and the test CA is not one.
 	port := serveTLS(t, serverConfig(p.ecdsa, tls.VersionTLS12, tls.VersionTLS13))
-	dialTest(t, p.provider(func(pr *policy.Provider) { pr.CAFile = "" }), policy.IMAP, policy.ImplicitTLS, port).wantDenied(t, policy.ReasonCertificate)
+	dialTest(t, p.provider(func(pr *policy.Provider) { pr.TLS.Roots = nil }), policy.IMAP, policy.ImplicitTLS, port).wantDenied(t, policy.ReasonCertificate)
 }
 
 func TestPins(t *testing.T) {
 	p := newPKI(t)
 	port := serveTLS(t, serverConfig(p.ecdsa, tls.VersionTLS12, tls.VersionTLS13))
-	good := FormatPin(SPKIHash(p.ecdsa.Leaf))
-	bad := FormatPin(SPKIHash(p.rsa.Leaf))
+	goodHash, badHash := SPKIHash(p.ecdsa.Leaf), SPKIHash(p.rsa.Leaf)
+	good, bad := FormatPin(goodHash), FormatPin(badHash)
 
-	r := dialTest(t, p.provider(func(pr *policy.Provider) { pr.Pins = []string{bad, good} }), policy.IMAP, policy.ImplicitTLS, port)
+	r := dialTest(t, p.provider(func(pr *policy.Provider) { pr.TLS.Pins = [][32]byte{badHash, goodHash} }), policy.IMAP, policy.ImplicitTLS, port)
 	r.wantOK(t)
 	if r.tls["pin"] != "ok" || "sha256/"+r.tls["spki_sha256"].(string) != good {
 		t.Errorf("upstream.tls = %v, want pin ok and spki %s", r.tls, good)
 	}
-	r = dialTest(t, p.provider(func(pr *policy.Provider) { pr.Pins = []string{bad} }), policy.IMAP, policy.ImplicitTLS, port)
+	r = dialTest(t, p.provider(func(pr *policy.Provider) { pr.TLS.Pins = [][32]byte{badHash} }), policy.IMAP, policy.ImplicitTLS, port)
 	r.wantDenied(t, policy.ReasonPin)
 	if !strings.Contains(r.denied["detail"].(string), good) {
 		t.Errorf("pin refusal %q does not show the key's actual pin", r.denied["detail"])
@@ -234,6 +234,28 @@ func TestClientConfigInvariants(t *testing.T) {
 			if !strings.HasPrefix(name, "TLS_ECDHE_") || strings.Contains(name, "3DES") || strings.Contains(name, "RC4") || strings.HasSuffix(name, "CBC_SHA256") {
 				t.Errorf("profile %+v allows %s", pr, name)
 			}
+		}
+	}
+}
+
+// TestHandBuiltWindowRechecked: the dialer does not trust a TLS policy it
+// did not see loaded. A window the configuration would refuse is refused
+// at dial, before any connection is made.
+func TestHandBuiltWindowRechecked(t *testing.T) {
+	p := newPKI(t)
+	port := serveTLS(t, serverConfig(p.ecdsa, tls.VersionTLS10, tls.VersionTLS13))
+	for _, w := range []policy.TLSPolicy{
+		{MinVersion: 0x0300}, // SSLv3
+		{MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11}, // a ceiling below 1.2
+		{MinVersion: tls.VersionTLS13, MaxVersion: tls.VersionTLS12}, // min above max
+	} {
+		r := dialTest(t, p.provider(func(pr *policy.Provider) { pr.TLS.MinVersion, pr.TLS.MaxVersion = w.MinVersion, w.MaxVersion }),
+			policy.IMAP, policy.ImplicitTLS, port)
+		if r.err == nil {
+			t.Errorf("window %s-%s: dial succeeded", policy.TLSVersionName(w.MinVersion), policy.TLSVersionName(w.MaxVersion))
+		}
+		if n := r.audit.count(t, policy.EventUpstreamConnect); n != 0 {
+			t.Errorf("window %s-%s: connected before refusing", policy.TLSVersionName(w.MinVersion), policy.TLSVersionName(w.MaxVersion))
 		}
 	}
 }

@@ -317,7 +317,7 @@ func TestRefusedTLSPolicy(t *testing.T) {
 	pki := testkit.NewPKI(t)
 	prov := startMemProvider(t, pki, "imaps")
 	provider := proxytest.Provider(pki, "example", prov.endpoint)
-	provider.CAFile = "" // system roots: the test CA is not trusted
+	provider.TLS.Roots = nil // system roots: the test CA is not trusted
 	p := proxytest.StartProxy(t, imap.Front{}, policy.IMAP, provider, nil)
 	c := testkit.Dial(t, p.Addr)
 	c.Expect("* OK *")

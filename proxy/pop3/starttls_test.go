@@ -108,7 +108,7 @@ func TestUpstreamTLSPolicy(t *testing.T) {
 				pki := testkit.NewPKI(t)
 				prov := startProvider(t, pki, scheme, pop3server.Options{})
 				provider := proxytest.Provider(pki, "example", prov.endpoint)
-				provider.CAFile = "" // system roots: the test CA is not trusted
+				provider.TLS.Roots = nil // system roots: the test CA is not trusted
 				p := proxytest.StartProxy(t, pop3.Front{}, policy.POP3, provider, nil)
 				checkRefused(t, p, "certificate", "the certificate did not verify*")
 			})

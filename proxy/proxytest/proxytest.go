@@ -22,9 +22,7 @@ func Provider(p *testkit.PKI, name string, endpoints ...string) *policy.Provider
 		Hosts:                 []string{"127.0.0.1", "localhost"},
 		Domains:               []string{name + ".test"},
 		Endpoints:             map[policy.Proto]policy.Endpoint{},
-		CAFile:                p.CAFile,
-		MinTLS:                tls.VersionTLS12,
-		MaxTLS:                tls.VersionTLS13,
+		TLS:                   policy.TLSPolicy{MinVersion: tls.VersionTLS12, MaxVersion: tls.VersionTLS13, Roots: p.CA.Pool()},
 		AllowPrivateAddresses: true,
 	}
 	for _, e := range endpoints {
