@@ -252,15 +252,14 @@ provider = "down"
 	if !strings.Contains(start, `"address":"`+listen+`"`) || !strings.Contains(start, `"upstream":"imaps://`+closed+`"`) {
 		t.Errorf("listener.start = %s", start)
 	}
-	// An app connecting is told at once that the provider is unreachable.
+	// An app that logs in is told that the provider is unreachable.
 	c, err := net.Dial("tcp", listen)
 	if err != nil {
 		t.Fatal(err)
 	}
 	c.SetDeadline(time.Now().Add(10 * time.Second))
-	greeting, _ := bufio.NewReader(c).ReadString('\n')
-	if !strings.HasPrefix(greeting, "* BYE [UNAVAILABLE] mailproxy cannot reach the provider") {
-		t.Errorf("greeting %q", greeting)
+	if reply := loginReply(c); !strings.HasPrefix(reply, "a1 NO [UNAVAILABLE] mailproxy cannot reach the provider") {
+		t.Errorf("login reply %q", reply)
 	}
 	c.Close()
 	waitLine(`"msg":"session.end"`)
@@ -378,6 +377,22 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
+// loginReply reads an IMAP greeting, logs in, and returns the tagged reply:
+// the provider is dialled only then.
+func loginReply(c net.Conn) string {
+	br := bufio.NewReader(c)
+	if _, err := br.ReadString('\n'); err != nil {
+		return "no greeting: " + err.Error()
+	}
+	fmt.Fprintf(c, "a1 LOGIN user pass\r\n")
+	for {
+		l, err := br.ReadString('\n')
+		if err != nil || strings.HasPrefix(l, "a1 ") {
+			return l
+		}
+	}
+}
+
 func listenerConfig(provider, upstream string, listen ...string) string {
 	s := fmt.Sprintf(`[[provider]]
 name = %q
@@ -414,8 +429,7 @@ func TestReloadOnSIGHUP(t *testing.T) {
 		}
 		defer c.Close()
 		c.SetDeadline(time.Now().Add(10 * time.Second))
-		l, _ := bufio.NewReader(c).ReadString('\n')
-		return l
+		return loginReply(c)
 	}
 	if g := greet(first); !strings.Contains(g, upA) {
 		t.Fatalf("before reload: %q", g)

@@ -3,6 +3,7 @@ package smtp
 import (
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -108,6 +109,10 @@ func (c *appConn) overBudget() {
 // arrives here as one Write.
 const tooLong = "500 5.4.0 Too long line, closing connection\r\n"
 
+// tooManyErrors starts go-smtp's reply when it closes the connection after
+// repeated protocol errors.
+const tooManyErrors = "500 5.5.1 Too many errors"
+
 func (c *appConn) Write(b []byte) (int, error) {
 	c.mu.Lock()
 	closed := c.closed
@@ -115,8 +120,11 @@ func (c *appConn) Write(b []byte) (int, error) {
 	if closed {
 		return 0, net.ErrClosed
 	}
-	if string(b) == tooLong && !c.longLine.Swap(true) {
+	switch {
+	case string(b) == tooLong && !c.longLine.Swap(true):
 		c.s.Deny(policy.ReasonLimit, "", "the app sent a command line over %d bytes", max(minLineLength, c.s.Settings.Limits.MaxLine))
+	case strings.HasPrefix(string(b), tooManyErrors):
+		c.s.Deny(policy.ReasonLimit, "", "the app sent too many commands in error (go-smtp closes the connection after 3)")
 	}
 	return c.Conn.Write(b)
 }
