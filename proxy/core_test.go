@@ -45,7 +45,7 @@ var fronts = []struct {
 
 // countingProvider is a TCP listener that counts the connections it gets
 // and closes them: a provider that must never be reached.
-func countingProvider(t *testing.T) (string, *atomic.Int32) {
+func countingProvider(t testing.TB) (string, *atomic.Int32) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -208,6 +208,261 @@ func TestPreloginFloodIsBounded(t *testing.T) {
 					t.Errorf("the provider was contacted %d times", n)
 				}
 			})
+		}
+	}
+}
+
+// refusals are every way a session can be refused before a login
+// succeeds, for each front. Each runs in a session of its own on a
+// listener built by settings, in front of provider (an endpoint address
+// made by the case, or a closed port).
+type refusal struct {
+	name string
+	// provider returns the fake provider's address (TLS from pki), or ""
+	// for a port where nothing listens.
+	provider func(t *testing.T, pki *testkit.PKI) string
+	settings func(st *proxy.Settings)
+	// script plays the app; it ends the session itself or leaves it to
+	// a limit.
+	script func(c *testkit.Conn)
+	// reason is the policy.denied reason expected, or "" when the record
+	// is auth fail or a session.end error.
+	reason string
+}
+
+func scriptedProvider(lines ...string) func(t *testing.T, pki *testkit.PKI) string {
+	return func(t *testing.T, pki *testkit.PKI) string {
+		return testkit.Scripted(t, pki.ServerConfig(), func(c *testkit.Conn) {
+			for _, l := range lines {
+				if strings.HasPrefix(l, "<") {
+					c.Line()
+					continue
+				}
+				c.Send("%s", l)
+			}
+			c.Line()
+		})
+	}
+}
+
+func imapRefusals() []refusal {
+	lan := func(st *proxy.Settings) { st.Listen.Access.Loopback = false }
+	short := func(st *proxy.Settings) { st.Limits.PreauthTimeout = 300 * time.Millisecond }
+	login := func(user string) func(c *testkit.Conn) {
+		return func(c *testkit.Conn) {
+			c.Expect("* OK *")
+			c.Send("a1 LOGIN %q secret", user)
+			c.Line()
+			c.Send("a2 LOGOUT")
+			c.ExpectUntil("a2 *")
+		}
+	}
+	return []refusal{
+		{"NUL in the user name", nil, nil, func(c *testkit.Conn) {
+			c.Expect("* OK *")
+			c.SendRaw("a1 LOGIN {6+}\r\nal\x00ice secret\r\n")
+			c.Expect("a1 BAD *NUL*")
+			c.Send("a2 LOGOUT")
+			c.ExpectUntil("a2 *")
+		}, "input"},
+		{"CR in the password", nil, nil, func(c *testkit.Conn) {
+			c.Expect("* OK *")
+			c.SendRaw("a1 AUTHENTICATE PLAIN " + base64.StdEncoding.EncodeToString([]byte("\x00alice\x00se\rcret")) + "\r\n")
+			c.Expect("a1 BAD *")
+			c.Send("a2 LOGOUT")
+			c.ExpectUntil("a2 *")
+		}, "input"},
+		{"provider unreachable", nil, nil, login("alice"), ""},
+		{"provider has no mechanism", scriptedProvider("* OK [CAPABILITY IMAP4rev1 LOGINDISABLED] hi"), nil, login("alice"), ""},
+		{"wrong password", scriptedProvider("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] hi", "<", "mp1 NO [AUTHENTICATIONFAILED] no"), nil, login("alice"), ""},
+		{"untrusted certificate", func(t *testing.T, _ *testkit.PKI) string {
+			return testkit.Scripted(t, testkit.NewPKI(t).ServerConfig(), func(c *testkit.Conn) { c.Line() })
+		}, nil, login("alice"), "certificate"},
+		{"plaintext login on a LAN listener", nil, lan, login("alice"), "plaintext_auth"},
+		{"over-long line", nil, nil, func(c *testkit.Conn) {
+			c.Expect("* OK *")
+			c.Send("a1 %s", strings.Repeat("x", 9000))
+			c.ExpectUntil("* BYE *")
+		}, "limit"},
+		{"no login in time", nil, short, func(c *testkit.Conn) {
+			c.Expect("* OK *")
+			c.ExpectUntil("* BYE *")
+		}, "limit"},
+	}
+}
+
+func pop3Refusals() []refusal {
+	lan := func(st *proxy.Settings) { st.Listen.Access.Loopback = false }
+	short := func(st *proxy.Settings) { st.Limits.PreauthTimeout = 300 * time.Millisecond }
+	login := func(c *testkit.Conn) {
+		c.Expect("+OK *")
+		c.Send("USER alice")
+		if l := c.Line(); strings.HasPrefix(l, "+OK") {
+			c.Send("PASS secret")
+			c.Line()
+		}
+		c.Send("QUIT")
+		c.Expect("+OK *")
+	}
+	return []refusal{
+		{"NUL in the user name", nil, nil, func(c *testkit.Conn) {
+			c.Expect("+OK *")
+			c.SendRaw("USER al\x00ice\r\n")
+			c.Expect("+OK *")
+			c.Send("PASS secret")
+			c.Expect("-ERR *NUL*")
+			c.Send("QUIT")
+			c.Expect("+OK *")
+		}, "input"},
+		{"provider unreachable", nil, nil, login, ""},
+		{"provider has no mechanism", scriptedProvider("+OK hi", "<", "+OK", "SASL CRAM-MD5", "."), nil, login, ""},
+		{"wrong password", scriptedProvider("+OK hi", "<", "+OK", "SASL PLAIN", ".", "<", "-ERR [AUTH] no"), nil, login, ""},
+		{"plaintext login on a LAN listener", nil, lan, login, "plaintext_auth"},
+		{"over-long line", nil, nil, func(c *testkit.Conn) {
+			c.Expect("+OK *")
+			c.Send("USER %s", strings.Repeat("x", 9000))
+			c.Expect("-ERR *")
+		}, "limit"},
+		{"no login in time", nil, short, func(c *testkit.Conn) {
+			c.Expect("+OK *")
+			c.Expect("-ERR *")
+		}, "limit"},
+	}
+}
+
+func smtpRefusals() []refusal {
+	short := func(st *proxy.Settings) { st.Limits.PreauthTimeout = 300 * time.Millisecond }
+	auth := func(pass string) func(c *testkit.Conn) {
+		return func(c *testkit.Conn) {
+			c.Expect("220 *")
+			c.Send("EHLO app")
+			c.ExpectUntil("250 *")
+			c.Send("AUTH PLAIN %s", base64.StdEncoding.EncodeToString([]byte("\x00alice\x00"+pass)))
+			c.Line()
+			c.Send("QUIT")
+			c.Expect("221 *")
+		}
+	}
+	return []refusal{
+		{"LF in the password", nil, nil, auth("se\ncret"), "input"},
+		{"provider unreachable", nil, nil, auth("secret"), ""},
+		{"provider has no mechanism", scriptedProvider("220 hi", "<", "250-hi", "250 SIZE 1000"), nil, auth("secret"), ""},
+		{"wrong password", scriptedProvider("220 hi", "<", "250-hi", "250 AUTH PLAIN", "<", "535 5.7.8 no"), nil, auth("secret"), ""},
+		{"over-long line", nil, nil, func(c *testkit.Conn) {
+			c.Expect("220 *")
+			c.Send("EHLO %s", strings.Repeat("x", 9000))
+			c.ExpectUntil("500 *")
+		}, "limit"},
+		{"no login in time", nil, short, func(c *testkit.Conn) {
+			c.Expect("220 *")
+			c.ExpectUntil("421 *")
+		}, "limit"},
+	}
+}
+
+// TestEveryRefusalIsOnRecord walks every refusal path of every front: a
+// session that ends without auth result=ok ends with auth result=fail, a
+// policy.denied, or a session.end with an error — never in silence.
+func TestEveryRefusalIsOnRecord(t *testing.T) {
+	walks := map[policy.Proto][]refusal{policy.IMAP: imapRefusals(), policy.POP3: pop3Refusals(), policy.SMTP: smtpRefusals()}
+	for _, fr := range fronts {
+		for _, rc := range walks[fr.proto] {
+			t.Run(string(fr.proto)+"/"+rc.name, func(t *testing.T) {
+				pki := testkit.NewPKI(t)
+				addr, dialled := countingProvider(t)
+				if rc.provider != nil {
+					addr = rc.provider(t, pki)
+				} else {
+					// A closed port: nothing answers there.
+					ln, _ := net.Listen("tcp", "127.0.0.1:0")
+					if rc.reason == "" {
+						addr = ln.Addr().String()
+					}
+					ln.Close()
+				}
+				opts := []proxytest.ProxyOptions{}
+				if rc.settings != nil {
+					opts = append(opts, rc.settings)
+				}
+				p := proxytest.StartProxy(t, fr.front, fr.proto, proxytest.Provider(pki, "example", endpoint(fr.proto, addr)), nil, opts...)
+				c := testkit.Dial(t, p.Addr)
+				rc.script(c)
+				c.C.Close()
+				p.Audit.WaitFor(t, "session.end", 1)
+				var ok, fail bool
+				for _, a := range p.Audit.Find(t, "auth") {
+					ok = ok || a["result"] == "ok"
+					fail = fail || a["result"] == "fail"
+				}
+				denied := p.Audit.Find(t, "policy.denied")
+				end := p.Audit.Find(t, "session.end")[0]
+				if ok {
+					t.Fatalf("a refusal case logged in:\n%s", p.Audit.String())
+				}
+				if !fail && len(denied) == 0 && end["error"] == nil {
+					t.Errorf("the session ended without a record of why:\n%s", p.Audit.String())
+				}
+				if rc.reason != "" && (len(denied) == 0 || denied[0]["reason"] != rc.reason) {
+					t.Errorf("want policy.denied reason %s:\n%s", rc.reason, p.Audit.String())
+				}
+				if rc.reason == "input" && dialled.Load() != 0 {
+					t.Errorf("credentials mailproxy refused reached the provider")
+				}
+				p.Audit.NoSecret(t, "secret", "se\rcret", "se\ncret")
+			})
+		}
+	}
+}
+
+// BenchmarkPreloginSessionMemory reports the heap a pre-login IMAP
+// session holds: idle after the greeting, and at its worst, part-way
+// through a literal of the largest size max_prelogin lets through.
+//
+//	go test -run '^$' -bench PreloginSessionMemory -benchtime 1x -count 3 ./proxy/
+func BenchmarkPreloginSessionMemory(b *testing.B) {
+	const n = 200
+	pki := testkit.NewPKI(b)
+	addr, _ := countingProvider(b)
+	p := proxytest.StartProxy(b, imap.Front{}, policy.IMAP, proxytest.Provider(pki, "example", endpoint(policy.IMAP, addr)), nil,
+		func(st *proxy.Settings) { st.Listen.MaxSessions = 2 * n })
+	heap := func() uint64 {
+		var m runtime.MemStats
+		runtime.GC()
+		runtime.GC()
+		runtime.ReadMemStats(&m)
+		return m.HeapAlloc
+	}
+	open := func(send string, extra int) []net.Conn {
+		var conns []net.Conn
+		for range n {
+			c, err := net.Dial("tcp", p.Addr)
+			if err != nil {
+				b.Fatal(err)
+			}
+			br := bufio.NewReader(c)
+			br.ReadString('\n') // the greeting
+			if send != "" {
+				io.WriteString(c, send)
+				br.ReadString('\n') // "+ Ready"
+				c.Write(make([]byte, extra))
+			}
+			conns = append(conns, c)
+		}
+		time.Sleep(200 * time.Millisecond) // let the sessions read what was sent
+		return conns
+	}
+	for range b.N {
+		base := heap()
+		idle := open("", 0)
+		idleHeap := heap()
+		// 60,000 bytes announced, half of them sent: the buffer for the
+		// whole literal is held.
+		full := open("a LOGIN {60000}\r\n", 30000)
+		fullHeap := heap()
+		b.ReportMetric(float64(idleHeap-base)/n, "B/idle-session")
+		b.ReportMetric(float64(fullHeap-idleHeap)/n, "B/mid-literal-session")
+		for _, c := range append(idle, full...) {
+			c.Close()
 		}
 	}
 }
