@@ -14,7 +14,7 @@ import (
 )
 
 // appEHLO is the name the app gives in EHLO. The provider must never see
-// it through mailproxy (DESIGN.md, guarantee 6).
+// it through mailproxy (docs/design.md, guarantee 6).
 const appEHLO = "e2e-app-laptop-fingerprint.invalid"
 
 // TestRoundTrip: swaks submits a message with a UTF-8 subject and a 5 MB

@@ -7,7 +7,7 @@ import "fmt"
 // errors.Is(err, policy.ReasonCipher) tells what kind of refusal err is.
 type Reason string
 
-// The reasons, one for each kind of refusal (DESIGN.md, audit contract).
+// The reasons, one for each kind of refusal (docs/design.md, audit contract).
 const (
 	// ReasonNonProviderHost: a host or login domain outside the provider's
 	// allowlist, or a login no provider serves.

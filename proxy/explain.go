@@ -18,7 +18,7 @@ func (e *ProviderError) Error() string { return e.Msg }
 
 // Explain words, for the app, why the provider cannot be used: a policy
 // refusal with its reason, a provider's refusal, or a network failure. It
-// never includes what a server said before TLS (DESIGN.md, guarantee 3);
+// never includes what a server said before TLS (docs/design.md, guarantee 3);
 // the audit log has that.
 func Explain(err error) string {
 	var d *policy.Denied

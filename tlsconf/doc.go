@@ -1,6 +1,6 @@
 // Package tlsconf is the only place in mailproxy that builds a *tls.Config.
 //
-// Upstream (towards the provider) it enforces the policy of DESIGN.md: TLS
+// Upstream (towards the provider) it enforces the policy of docs/design.md: TLS
 // versions inside the provider's window and never SSLv3; ECDHE key exchange
 // only (the six ECDHE AEAD suites, plus the four ECDHE CBC-SHA suites only
 // when a legacy provider's window goes below TLS 1.2; TLS 1.3 is ECDHE or

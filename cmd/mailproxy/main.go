@@ -22,7 +22,7 @@ import (
 	"mailproxy/tlsconf"
 )
 
-// Exit codes (DESIGN.md, command line contract).
+// Exit codes (docs/design.md, command line contract).
 const (
 	exitOK      = 0
 	exitFailure = 1
