@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"mailproxy/policy"
@@ -18,11 +19,20 @@ var ErrLineTooLong = errors.New("line too long")
 // returns it without the line ending. A line longer than max bytes is an
 // ErrLineTooLong; the rest of it is not read.
 func ReadLine(br *bufio.Reader, max int) ([]byte, error) {
+	return readLine(br, max, func(int) error { return nil })
+}
+
+// readLine is ReadLine that also spends each fragment's length through
+// take, which may refuse it.
+func readLine(br *bufio.Reader, max int, take func(n int) error) ([]byte, error) {
 	var line []byte
 	for {
 		frag, err := br.ReadSlice('\n')
 		if len(line)+len(frag) > max+2 {
 			return nil, ErrLineTooLong
+		}
+		if err := take(len(frag)); err != nil {
+			return nil, err
 		}
 		line = append(line, frag...)
 		if err == nil {
@@ -33,6 +43,37 @@ func ReadLine(br *bufio.Reader, max int) ([]byte, error) {
 		}
 	}
 	return trimEOL(line), nil
+}
+
+// The provider's side of a line-based login (IMAP, POP3): commands out,
+// lines in, each line at most MaxProviderLine.
+
+// MaxProviderLine bounds one line from the provider before the relay.
+const MaxProviderLine = 64 << 10
+
+// ErrProviderClosed is a provider connection that ended before its answer.
+var ErrProviderClosed = &ProviderError{Msg: "the provider closed the connection"}
+
+// SendLine writes one command line, with CRLF, to the provider.
+func SendLine(w io.Writer, line string) error {
+	if _, err := io.WriteString(w, line+"\r\n"); err != nil {
+		return fmt.Errorf("writing to the provider: %w", err)
+	}
+	return nil
+}
+
+// ProviderLine reads one line from the provider.
+func ProviderLine(br *bufio.Reader) (string, error) {
+	l, err := ReadLine(br, MaxProviderLine)
+	switch {
+	case err == nil:
+		return string(l), nil
+	case errors.Is(err, io.EOF):
+		return "", ErrProviderClosed
+	case errors.Is(err, ErrLineTooLong):
+		return "", &ProviderError{Msg: "the provider sent a line over 64 KiB"}
+	}
+	return "", fmt.Errorf("reading from the provider: %w", err)
 }
 
 // trimEOL removes a line's LF or CRLF.

@@ -106,3 +106,19 @@ func (s *Session) failedLogin(err error) {
 	defer s.mu.Unlock()
 	s.loginErr = err
 }
+
+// LoginVia is LoginUpstream for the line-based fronts, whose exchange is
+// "start on the fresh connection (greeting, capabilities), then log in":
+// it also returns what start made, for the relay.
+func LoginVia[U any](ctx context.Context, s *Session, creds Credentials,
+	start func(*tlsconf.Upstream, policy.Route) (U, error), login func(U) (bool, error)) (U, bool, error) {
+	var up U
+	ok, err := s.LoginUpstream(ctx, creds, func(conn *tlsconf.Upstream, route policy.Route) (bool, error) {
+		var err error
+		if up, err = start(conn, route); err != nil {
+			return false, err
+		}
+		return login(up)
+	})
+	return up, ok, err
+}

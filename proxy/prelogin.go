@@ -124,24 +124,11 @@ func (p *Prelogin) take(n int, what string) error {
 // the rest of it is not read.
 func (p *Prelogin) ReadLine() ([]byte, error) {
 	max := p.s.Settings.Limits.MaxLine
-	var line []byte
-	for {
-		frag, err := p.br.ReadSlice('\n')
-		if len(line)+len(frag) > max+2 {
-			return nil, &LimitError{Detail: fmt.Sprintf("a command line before login is over max_line (%d bytes)", max)}
-		}
-		if err := p.take(len(frag), "command lines"); err != nil {
-			return nil, err
-		}
-		line = append(line, frag...)
-		if err == nil {
-			break
-		}
-		if !errors.Is(err, bufio.ErrBufferFull) {
-			return line, err
-		}
+	line, err := readLine(p.br, max, func(n int) error { return p.take(n, "command lines") })
+	if errors.Is(err, ErrLineTooLong) {
+		return nil, &LimitError{Detail: fmt.Sprintf("a command line before login is over max_line (%d bytes)", max)}
 	}
-	return trimEOL(line), nil
+	return line, err
 }
 
 // ReadLiteral reads the n bytes of a literal. The bounds are checked

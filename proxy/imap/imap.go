@@ -19,7 +19,6 @@ import (
 
 	"mailproxy/policy"
 	"mailproxy/proxy"
-	"mailproxy/tlsconf"
 )
 
 // Front serves IMAP sessions. The zero value is ready to use.
@@ -143,17 +142,11 @@ func (f *session) login(ctx context.Context, tag string, creds proxy.Credentials
 	if !s.PlaintextAuthAllowed() {
 		return false, f.privacyRequired(tag)
 	}
-	var up *upstream
 	var res *loginResult
-	ok, err := s.LoginUpstream(ctx, creds, func(conn *tlsconf.Upstream, route policy.Route) (bool, error) {
+	up, ok, err := proxy.LoginVia(ctx, s, creds, start, func(u *upstream) (bool, error) {
 		var err error
-		if up, err = start(conn, route); err != nil {
-			return false, err
-		}
-		if res, err = up.login(creds); err != nil {
-			return false, err
-		}
-		return res.ok, nil
+		res, err = u.login(creds)
+		return err == nil && res.ok, err
 	})
 	var ie *proxy.InputError
 	var re *proxy.RouteError

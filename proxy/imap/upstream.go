@@ -17,13 +17,9 @@ import (
 
 // Bounds on what the provider may send before the relay starts.
 const (
-	maxUpstreamLine     = 64 << 10
 	maxUpstreamResponse = 1 << 20
 	maxUpstreamLines    = 1000
 )
-
-// errProviderClosed is a provider connection that ended before its answer.
-var errProviderClosed = &proxy.ProviderError{Msg: "the provider closed the connection"}
 
 // upstream is the provider's side of a session until the login succeeds.
 type upstream struct {
@@ -67,24 +63,10 @@ func (u *upstream) tag() string {
 	return "mp" + strconv.Itoa(u.tagN)
 }
 
-func (u *upstream) send(line string) error {
-	if _, err := io.WriteString(u.conn, line+"\r\n"); err != nil {
-		return fmt.Errorf("writing to the provider: %w", err)
-	}
-	return nil
-}
+func (u *upstream) send(line string) error { return proxy.SendLine(u.conn, line) }
 
 // line reads one line that must not carry a literal.
-func (u *upstream) line() (string, error) {
-	l, err := proxy.ReadLine(u.br, maxUpstreamLine)
-	if err != nil {
-		if errors.Is(err, io.EOF) {
-			return "", errProviderClosed
-		}
-		return "", fmt.Errorf("reading from the provider: %w", err)
-	}
-	return string(l), nil
-}
+func (u *upstream) line() (string, error) { return proxy.ProviderLine(u.br) }
 
 // response reads one whole response: a line, and when it ends in a literal
 // {n}, the literal and the rest of the line, repeatedly. It returns the

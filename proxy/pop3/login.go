@@ -5,9 +5,7 @@ import (
 	"errors"
 	"time"
 
-	"mailproxy/policy"
 	"mailproxy/proxy"
-	"mailproxy/tlsconf"
 )
 
 // login logs in at the provider with the app's credentials and relays its
@@ -16,30 +14,14 @@ import (
 // 1939 §7 allows.
 func (f *session) login(ctx context.Context, creds proxy.Credentials) (bool, error) {
 	s := f.s
-	var up *upstream
 	var res *loginResult
-	ok, err := s.LoginUpstream(ctx, creds, func(conn *tlsconf.Upstream, route policy.Route) (bool, error) {
+	up, ok, err := proxy.LoginVia(ctx, s, creds, start, func(u *upstream) (bool, error) {
 		var err error
-		if up, err = start(conn, route); err != nil {
-			return false, err
-		}
-		if res, err = up.login(creds); err != nil {
-			return false, err
-		}
-		return res.ok, nil
+		res, err = u.login(creds)
+		return err == nil && res.ok, err
 	})
-	var ie *proxy.InputError
-	var re *proxy.RouteError
-	var le *errLogin
-	switch {
-	case errors.As(err, &ie):
-		return false, f.write("-ERR [AUTH] %s\r\n", ie.Text)
-	case errors.As(err, &re):
-		return false, f.write("-ERR [SYS/PERM] %s\r\n", re.Text)
-	case errors.As(err, &le):
-		return false, f.write("-ERR [%s] %s\r\n", le.code, le.msg)
-	case err != nil:
-		return false, f.write("-ERR [SYS/TEMP] %s\r\n", proxy.Explain(err))
+	if err != nil {
+		return false, f.write("%s\r\n", loginRefusal(err))
 	}
 	// The provider's own line, response code and all (RFC 2449 §8,
 	// RFC 3206): [AUTH], [IN-USE], [SYS/TEMP] and [SYS/PERM] mean
@@ -56,4 +38,22 @@ func (f *session) login(ctx context.Context, creds proxy.Credentials) (bool, err
 	f.p, up = nil, nil
 	s.Client.SetDeadline(time.Time{})
 	return true, s.Relay(s.Client, appPending, conn.Conn, upPending, nil)
+}
+
+// loginRefusal is the app's -ERR for a login that got no verdict from the
+// provider (RFC 3206 codes: [AUTH] for credentials, [SYS/PERM] for a login
+// mailproxy will never route, [SYS/TEMP] for a provider to try later).
+func loginRefusal(err error) string {
+	var ie *proxy.InputError
+	var re *proxy.RouteError
+	var le *errLogin
+	switch {
+	case errors.As(err, &ie):
+		return "-ERR [AUTH] " + ie.Text
+	case errors.As(err, &re):
+		return "-ERR [SYS/PERM] " + re.Text
+	case errors.As(err, &le):
+		return "-ERR [" + le.code + "] " + le.msg
+	}
+	return "-ERR [SYS/TEMP] " + proxy.Explain(err)
 }

@@ -3,9 +3,6 @@ package pop3
 import (
 	"bufio"
 	"encoding/base64"
-	"errors"
-	"fmt"
-	"io"
 	"strings"
 
 	"mailproxy/policy"
@@ -15,7 +12,6 @@ import (
 
 // Bounds on what the provider may send before the relay starts.
 const (
-	maxUpstreamLine  = 64 << 10
 	maxUpstreamLines = 1000
 	// maxCommand is the longest command line, CRLF included, that RFC
 	// 2449 §4 lets a client send; RFC 5034 §4 sends a longer initial
@@ -39,9 +35,6 @@ type upstream struct {
 type errLogin struct{ code, msg string }
 
 func (e *errLogin) Error() string { return e.msg }
-
-// errGone is a provider connection found closed before it answered.
-var errGone = &proxy.ProviderError{Msg: "the provider closed the connection"}
 
 // start reads the greeting (implicit TLS) and the capabilities of a fresh
 // connection to the provider, over TLS. tlsconf has already thrown away
@@ -77,27 +70,10 @@ func (u *upstream) greeting() error {
 	return &proxy.ProviderError{Msg: "the provider's greeting is not POP3: " + clip200(greet)}
 }
 
-func (u *upstream) send(line string) error {
-	if _, err := io.WriteString(u.conn, line+"\r\n"); err != nil {
-		return fmt.Errorf("writing to the provider: %w", err)
-	}
-	return nil
-}
+func (u *upstream) send(line string) error { return proxy.SendLine(u.conn, line) }
 
 // line reads one line of the provider.
-func (u *upstream) line() (string, error) {
-	l, err := proxy.ReadLine(u.br, maxUpstreamLine)
-	if err != nil {
-		switch {
-		case errors.Is(err, io.EOF):
-			return "", errGone
-		case errors.Is(err, proxy.ErrLineTooLong):
-			return "", &proxy.ProviderError{Msg: "the provider sent a line over 64 KiB"}
-		}
-		return "", fmt.Errorf("reading from the provider: %w", err)
-	}
-	return string(l), nil
-}
+func (u *upstream) line() (string, error) { return proxy.ProviderLine(u.br) }
 
 // isOK and isERR tell the status indicators apart (RFC 1939 §3); a "+ "
 // continuation (RFC 5034 §4) is neither.
