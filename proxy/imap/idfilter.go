@@ -3,37 +3,69 @@ package imap
 import (
 	"bytes"
 	"io"
+	"math"
 	"strconv"
 )
 
 // idFilter keeps the app's ID fields from the provider after login
 // (DESIGN.md, guarantee 6). Before login mailproxy answers ID itself; after
 // login the relay copies the app's bytes unmodified except that an ID
-// command (RFC 2971) is replaced by "tag ID NIL": the provider still
-// answers it under the app's own tag, but learns nothing about the app,
-// its version or the computer. iOS Mail, for one, sends ID after login.
+// command (RFC 2971) is replaced: the provider still answers it under the
+// app's own tag, but learns nothing about the app, its version or the
+// computer. iOS Mail, for one, sends ID after login.
+//
+// An ID command without synchronizing literals becomes "tag ID NIL". A
+// synchronizing literal ({n} or ~{n}) makes the app wait for the server's
+// "+" (RFC 9051, section 4.3), so the provider must be asked for exactly
+// one "+" per such literal, or the app hangs: at the command's first one
+// the filter sends `tag ID ("x1" {0}`, at each further one ` "xK" {0}`,
+// and when the command ends ")". The provider sees
+// `tag ID ("x1" "" "x2" "")` and answers "+" to each empty literal; the
+// relay's other direction carries those to the app. The app's strings,
+// literal bytes and literal lengths are all dropped; non-synchronizing
+// literals ({n+}, {n-}) need no answer and are dropped silently.
 //
 // To find commands in the stream the filter follows IMAP's framing: lines,
-// and literals ({n}, {n+}, ~{n}) whose bytes are never looked at. It stops
-// looking after a COMPRESS command (RFC 4978): what follows is deflated,
-// and must pass untouched.
+// and literals ({n}, {n+}, {n-}, ~{n}) whose bytes are never looked at. It
+// holds at most a command name back, never a line or a literal, so its
+// memory is the same whatever the app sends. It stops looking after a
+// COMPRESS command (RFC 4978): what follows is deflated, and must pass
+// untouched.
 type idFilter struct {
 	w io.Writer
 
-	head     []byte // the start of the current line, until it is decided
-	decided  bool   // the current line's command is known
-	dropID   bool   // the current command is ID: drop it, send "tag ID NIL"
-	tag      []byte // the ID command's tag
-	inCmd    bool   // the current line continues a command after a literal
-	tail     []byte // the last bytes of the current line, for its literal
-	literal  int64  // literal bytes still to pass (or drop)
-	off      bool   // after COMPRESS: pass everything
-	compress bool   // the current command is COMPRESS
+	off     bool          // after COMPRESS: pass everything
+	literal int64         // literal bytes still to pass (or drop, in ID)
+	at      linePos       // where in the current line the filter is
+	tagged  bool          // the current line has a tag byte so far
+	name    [nameMax]byte // the command name, held back until known
+	nameLen int           // how much of name is held
+	lit     litScan       // the current line's trailing literal, if any
+	cmd     cmdKind       // the current command, once its name is known
+	syncs   int           // synchronizing literals so far in the ID command
 }
 
-// headMax bounds what the filter holds back to decide a line: a tag, a
-// space and a command name fit easily.
-const headMax = 128
+// linePos is where in a line the filter is.
+type linePos uint8
+
+const (
+	atTag   linePos = iota // a command's tag (or a line that is no command)
+	atName                 // after "tag ": the command name, held back
+	atArgs                 // a command's arguments, or its line after a literal
+	atOther                // a line that is no command: passes as it is
+)
+
+// cmdKind is what the filter must do with a command.
+type cmdKind uint8
+
+const (
+	cmdOther    cmdKind = iota // pass
+	cmdID                      // drop, send an ID without the app's fields
+	cmdCompress                // pass, then stop filtering
+)
+
+// nameMax is the longest command name the filter acts on, COMPRESS.
+const nameMax = len("COMPRESS")
 
 func newIDFilter(w io.Writer) io.Writer { return &idFilter{w: w} }
 
@@ -46,7 +78,7 @@ func (f *idFilter) Write(p []byte) (int, error) {
 			return n, err
 		case f.literal > 0:
 			k := int(min(int64(len(p)), f.literal))
-			if !f.dropID {
+			if f.cmd != cmdID {
 				if _, err := f.w.Write(p[:k]); err != nil {
 					return n - len(p), err
 				}
@@ -55,96 +87,196 @@ func (f *idFilter) Write(p []byte) (int, error) {
 			p = p[k:]
 			continue
 		}
-		i := bytes.IndexByte(p, '\n')
-		seg := p
-		if i >= 0 {
-			seg = p[:i+1]
-		}
-		if err := f.line(seg, i >= 0); err != nil {
+		k, err := f.line(p)
+		if err != nil {
 			return n - len(p), err
 		}
-		p = p[len(seg):]
+		p = p[k:]
 	}
 	return n, nil
 }
 
-// line takes a piece of the current line; eol says it ends the line.
-func (f *idFilter) line(seg []byte, eol bool) error {
-	if !f.decided {
-		f.head = append(f.head, seg...)
-		if !eol && len(f.head) < headMax {
-			return nil // not enough yet to tell the command
+// line takes the start of p up to the end of the current line (its LF),
+// or all of p when the line goes on, and says how much it took.
+func (f *idFilter) line(p []byte) (int, error) {
+	seg, eol := p, false
+	if i := bytes.IndexByte(p, '\n'); i >= 0 {
+		seg, eol = p[:i+1], true
+	}
+	rest := seg
+	if f.at == atTag {
+		sp := bytes.IndexByte(rest, ' ')
+		switch {
+		case sp < 0:
+			// All tag so far, or a line without a command (DONE).
+			f.tagged = f.tagged || len(rest) > 0
+			if _, err := f.w.Write(rest); err != nil {
+				return 0, err
+			}
+			if eol {
+				return len(seg), f.endLine()
+			}
+			return len(seg), nil
+		case sp == 0 && !f.tagged:
+			f.at = atOther // no tag: no command
+		default:
+			// The tag passes: the provider answers under the app's.
+			if _, err := f.w.Write(rest[:sp+1]); err != nil {
+				return 0, err
+			}
+			rest = rest[sp+1:]
+			f.at = atName
 		}
-		f.decide()
-		seg, f.head = f.head, nil
 	}
-	f.tail = append(f.tail, seg...)
-	if len(f.tail) > 64 {
-		f.tail = f.tail[len(f.tail)-64:]
+	if f.at == atName {
+		i := 0
+		for ; i < len(rest); i++ {
+			c := rest[i]
+			if c == ' ' || c == '\r' || c == '\n' || f.nameLen == nameMax {
+				break
+			}
+			f.name[f.nameLen] = c
+			f.nameLen++
+		}
+		if i == len(rest) {
+			return len(seg), nil // the name may go on
+		}
+		// The name ended, at its delimiter (the arguments' first byte), or
+		// it is longer than any the filter acts on.
+		name := f.name[:f.nameLen]
+		switch c := rest[i]; {
+		case c != ' ' && c != '\r' && c != '\n':
+		case bytes.EqualFold(name, []byte("ID")):
+			f.cmd = cmdID
+		case bytes.EqualFold(name, []byte("COMPRESS")):
+			f.cmd = cmdCompress
+		}
+		if f.cmd != cmdID {
+			if _, err := f.w.Write(name); err != nil {
+				return 0, err
+			}
+		}
+		rest = rest[i:]
+		f.at = atArgs
 	}
-	if !f.dropID {
-		if _, err := f.w.Write(seg); err != nil {
-			return err
+	if f.cmd != cmdID {
+		if _, err := f.w.Write(rest); err != nil {
+			return 0, err
 		}
 	}
-	if !eol {
+	if f.at == atArgs {
+		f.lit.feed(bytes.TrimSuffix(rest, []byte("\n")))
+	}
+	if eol {
+		return len(seg), f.endLine()
+	}
+	return len(seg), nil
+}
+
+// endLine is called after a line's LF: a literal continues the command,
+// else the command ends.
+func (f *idFilter) endLine() error {
+	size, sync, ok := f.lit.literal()
+	f.lit = litScan{}
+	if f.at == atArgs && ok {
+		f.literal = size
+		if f.cmd == cmdID && sync {
+			f.syncs++
+			return f.send(f.syncs)
+		}
 		return nil
 	}
-	// The line is over: a literal continues the command, else it ends.
-	f.literal, f.inCmd = trailingLiteralSize(f.tail)
-	f.tail, f.decided = f.tail[:0], false
-	if f.inCmd {
-		f.decided = true // the next segment is the same command's
-		return nil
-	}
-	if f.dropID {
-		f.dropID = false
-		if _, err := f.w.Write(append(append(f.tag, " ID NIL"...), "\r\n"...)); err != nil {
-			return err
-		}
-	}
-	if f.compress {
+	var err error
+	switch f.cmd {
+	case cmdID:
+		err = f.send(0)
+	case cmdCompress:
 		f.off = true
 	}
-	return nil
+	f.at, f.tagged, f.nameLen, f.cmd, f.syncs = atTag, false, 0, cmdOther, 0
+	return err
 }
 
-// decide looks at the start of a command line: "tag SP name ...".
-func (f *idFilter) decide() {
-	f.decided = true
-	f.compress = false
-	tag, rest, ok := bytes.Cut(f.head, []byte(" "))
-	if !ok || len(tag) == 0 {
-		return
-	}
-	name := rest
-	if i := bytes.IndexAny(rest, " \r\n"); i >= 0 {
-		name = rest[:i]
-	}
+// send writes the ID command's part after "tag ": for k > 0 the field of
+// its k-th synchronizing literal, an empty literal the provider answers
+// with "+"; for k == 0 its end.
+func (f *idFilter) send(k int) error {
+	var b []byte
 	switch {
-	case bytes.EqualFold(name, []byte("ID")):
-		f.dropID = true
-		f.tag = append(f.tag[:0], tag...)
-	case bytes.EqualFold(name, []byte("COMPRESS")):
-		f.compress = true
+	case k == 1:
+		b = []byte(`ID ("x1" {0}` + "\r\n")
+	case k > 1:
+		b = append(strconv.AppendInt([]byte(` "x`), int64(k), 10), `" {0}`+"\r\n"...)
+	case f.syncs > 0:
+		b = []byte(")\r\n")
+	default:
+		b = []byte("ID NIL\r\n")
+	}
+	_, err := f.w.Write(b)
+	return err
+}
+
+// litScan recognizes a literal header, "{n}", "{n+}", "{n-}" or "~{n}",
+// at the end of a line (before its LF, after an optional CR), fed the
+// line's bytes piece by piece. The literal8 "~" needs no check: it changes
+// neither the length nor whether the literal is synchronizing.
+type litScan struct {
+	state litState
+	size  int64
+	sync  bool
+	big   bool // the length does not fit an int64: no literal
+}
+
+type litState uint8
+
+const (
+	litNone   litState = iota
+	litOpen            // "{"
+	litDigits          // "{" digits
+	litSign            // "{" digits "+" or "-"
+	litClosed          // "}"
+	litCR              // "}" CR
+)
+
+// feed takes the next bytes of the line, without its LF.
+func (s *litScan) feed(b []byte) {
+	// Only the bytes from the last "{" on can end in a header.
+	if i := bytes.LastIndexByte(b, '{'); i >= 0 {
+		*s = litScan{state: litOpen}
+		b = b[i+1:]
+	}
+	for _, c := range b {
+		if s.state == litNone {
+			return
+		}
+		switch {
+		case (s.state == litOpen || s.state == litDigits) && '0' <= c && c <= '9':
+			d := int64(c - '0')
+			if s.size > (math.MaxInt64-d)/10 {
+				s.big = true
+			} else {
+				s.size = s.size*10 + d
+			}
+			s.state = litDigits
+		case s.state == litDigits && (c == '+' || c == '-'):
+			s.state = litSign
+		case s.state == litDigits && c == '}':
+			s.state, s.sync = litClosed, true
+		case s.state == litSign && c == '}':
+			s.state = litClosed
+		case s.state == litClosed && c == '\r':
+			s.state = litCR
+		default:
+			s.state = litNone
+		}
 	}
 }
 
-// trailingLiteralSize reads "{n}", "{n+}", "{n-}" or "~{n}" at the end of a
-// line (before CRLF).
-func trailingLiteralSize(line []byte) (int64, bool) {
-	l := bytes.TrimRight(line, "\r\n")
-	if !bytes.HasSuffix(l, []byte("}")) {
-		return 0, false
+// literal says whether the line fed so far ends in a literal header, and
+// its length and kind.
+func (s *litScan) literal() (size int64, sync, ok bool) {
+	if (s.state != litClosed && s.state != litCR) || s.big {
+		return 0, false, false
 	}
-	i := bytes.LastIndexByte(l, '{')
-	if i < 0 {
-		return 0, false
-	}
-	digits := bytes.TrimRight(l[i+1:len(l)-1], "+-")
-	n, err := strconv.ParseInt(string(digits), 10, 64)
-	if err != nil || n < 0 {
-		return 0, false
-	}
-	return n, true
+	return s.size, s.sync, true
 }
