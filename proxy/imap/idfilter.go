@@ -8,7 +8,7 @@ import (
 )
 
 // idFilter keeps the app's ID fields from the provider after login
-// (DESIGN.md, guarantee 6). Before login mailproxy answers ID itself; after
+// (docs/design.md, guarantee 6). Before login mailproxy answers ID itself; after
 // login the relay copies the app's bytes unmodified except that an ID
 // command (RFC 2971) is replaced: the provider still answers it under the
 // app's own tag, but learns nothing about the app, its version or the
