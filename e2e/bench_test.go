@@ -36,6 +36,9 @@ import (
 //	go test -tags e2e -run '^$' -bench 'BulkFetch7MB' -benchtime 5x -count 3 ./e2e/
 //	go test -tags e2e -run '^$' -bench 'LoginSelect' -benchtime 100x -count 3 ./e2e/
 //
+// With E2E_BENCH_BASELINE=/path/to/mailproxy a second mailproxy, built
+// from another commit, runs as a fourth path "baseline" in the same rounds.
+//
 // Each reports the median over its rounds (b.N) per path; the ranges are
 // logged.
 
@@ -90,11 +93,28 @@ sessionResume = no
 	if err := waitPort(st, ports[0], 10*time.Second); err != nil {
 		b.Fatal(err)
 	}
-	return []benchPath{
+	paths := []benchPath{
 		{name: "mailproxy", port: e.mp.ports["imap/"+modeTLS], pid: e.mp.proc.pid()},
 		{name: "stunnel", port: ports[0], pid: st.pid()},
 		{name: "direct", port: e.prov.ports.IMAPS, tls: true},
 	}
+	if bin := os.Getenv("E2E_BENCH_BASELINE"); bin != "" {
+		// A second mailproxy binary (another commit) in the same rounds:
+		// on a busy machine an A/B comparison needs the interleaving.
+		other := *e
+		other.bin = bin
+		mp, err := other.startMailproxy("mailproxy-baseline", false)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() {
+			if err := mp.stop(); err != nil {
+				b.Error(err)
+			}
+		})
+		paths = append(paths, benchPath{name: "baseline", port: mp.ports["imap/"+modeTLS], pid: mp.proc.pid()})
+	}
+	return paths
 }
 
 // cpuTime is the user plus system time a process (all its threads, the
@@ -220,7 +240,10 @@ func BenchmarkBulkFetch7MB(b *testing.B) {
 		b.ReportMetric(float64(cli[p.name].Nanoseconds())/float64(bytes), p.name+"-curl-cpu-ns/B")
 		b.Logf("%-9s MB/s per round: %s", p.name, rates(perRound, s))
 	}
-	for _, pair := range [][2]string{{"mailproxy", "stunnel"}, {"mailproxy", "direct"}, {"stunnel", "direct"}} {
+	for _, pair := range [][2]string{{"mailproxy", "stunnel"}, {"mailproxy", "direct"}, {"stunnel", "direct"}, {"mailproxy", "baseline"}} {
+		if secs[pair[1]] == nil {
+			continue
+		}
 		var r []float64
 		for i := range secs[pair[0]] {
 			r = append(r, secs[pair[0]][i]/secs[pair[1]][i])
