@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"net"
 	"os"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"mailproxy/internal/certs"
+	"mailproxy/internal/testkit"
 	"mailproxy/policy"
 )
 
@@ -67,58 +67,18 @@ func (p *pki) provider(mods ...func(*policy.Provider)) *policy.Provider {
 	return pr
 }
 
-// auditBuf collects audit events.
-type auditBuf struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (a *auditBuf) Write(b []byte) (int, error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.buf.Write(b)
-}
-
-func (a *auditBuf) events(t *testing.T) []map[string]any {
-	t.Helper()
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	var out []map[string]any
-	for _, line := range bytes.Split(bytes.TrimSpace(a.buf.Bytes()), []byte("\n")) {
-		if len(line) == 0 {
-			continue
-		}
-		var m map[string]any
-		if err := json.Unmarshal(line, &m); err != nil {
-			t.Fatalf("bad audit line %q: %v", line, err)
-		}
-		out = append(out, m)
-	}
-	return out
-}
-
-func (a *auditBuf) count(t *testing.T, msg string) int {
-	n := 0
-	for _, e := range a.events(t) {
-		if e["msg"] == msg {
-			n++
-		}
-	}
-	return n
-}
-
 // dialResult is what one Dial produced.
 type dialResult struct {
 	up     *Upstream
 	err    error
-	audit  *auditBuf
+	audit  *testkit.Audit
 	denied map[string]any // the policy.denied event, if any
 	tls    map[string]any // the upstream.tls event, if any
 }
 
 func dialTest(t *testing.T, p *policy.Provider, proto policy.Proto, sec policy.Security, port int) dialResult {
 	t.Helper()
-	ab := &auditBuf{}
+	ab := &testkit.Audit{}
 	d := &Dialer{Timeout: 10 * time.Second}
 	ep := policy.Endpoint{Proto: proto, Security: sec, Host: "127.0.0.1", Port: uint16(port)}
 	up, err := d.Dial(context.Background(), p, ep, policy.NewAudit(ab, 0).Session("t1", proto))
@@ -126,11 +86,11 @@ func dialTest(t *testing.T, p *policy.Provider, proto policy.Proto, sec policy.S
 	if up != nil {
 		t.Cleanup(func() { up.Close() })
 	}
-	for _, e := range ab.events(t) {
+	for _, e := range ab.Events(t) {
 		switch e["msg"] {
 		case policy.EventDenied:
 			if r.denied != nil {
-				t.Errorf("more than one policy.denied event:\n%s", ab.buf.String())
+				t.Errorf("more than one policy.denied event:\n%s", ab.String())
 			}
 			r.denied = e
 		case policy.EventUpstreamTLS:
@@ -167,7 +127,7 @@ func (r dialResult) wantOK(t *testing.T) {
 		t.Fatalf("dial: %v", r.err)
 	}
 	if r.tls == nil {
-		t.Fatalf("no upstream.tls event:\n%s", r.audit.buf.String())
+		t.Fatalf("no upstream.tls event:\n%s", r.audit.String())
 	}
 	if r.denied != nil {
 		t.Fatalf("an accepted dial logged policy.denied: %v", r.denied)
@@ -216,25 +176,11 @@ func serveRaw(t *testing.T, handle func(net.Conn)) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
-// needTool returns the path of a command, skipping the test when it is not
-// installed, or failing it when MAILPROXY_REQUIRE_TOOLS is set (as CI does).
-func needTool(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("MAILPROXY_REQUIRE_TOOLS") != "" {
-			t.Fatalf("%s is required (MAILPROXY_REQUIRE_TOOLS is set) but not installed", name)
-		}
-		t.Skipf("%s not installed", name)
-	}
-	return p
-}
-
 // opensslServer starts `openssl s_server` with args on a free port of
 // 127.0.0.1, serving cert, and returns the port once it accepts.
 func opensslServer(t *testing.T, p *pki, cert tls.Certificate, args ...string) int {
 	t.Helper()
-	bin := needTool(t, "openssl")
+	bin := testkit.NeedTool(t, "openssl")
 	certFile, keyFile, err := certs.WritePair(p.dir, "openssl-"+strconv.Itoa(int(time.Now().UnixNano())), cert)
 	if err != nil {
 		t.Fatal(err)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"mailproxy/internal/certs"
+	"mailproxy/internal/testkit"
 	"mailproxy/policy"
 )
 
@@ -31,7 +32,7 @@ func TestDefaultsAcceptModernServer(t *testing.T) {
 	if g := r.tls["group"]; g != "X25519MLKEM768" && g != "X25519" {
 		t.Errorf("group = %v, want an ECDHE or hybrid group", g)
 	}
-	if n := r.audit.count(t, policy.EventUpstreamConnect); n != 1 {
+	if n := len(r.audit.Find(t, policy.EventUpstreamConnect)); n != 1 {
 		t.Errorf("%d upstream.connect events, want 1", n)
 	}
 	// The connection works: the server's first bytes arrive.
@@ -254,7 +255,7 @@ func TestHandBuiltWindowRechecked(t *testing.T) {
 		if r.err == nil {
 			t.Errorf("window %s-%s: dial succeeded", policy.TLSVersionName(w.MinVersion), policy.TLSVersionName(w.MaxVersion))
 		}
-		if n := r.audit.count(t, policy.EventUpstreamConnect); n != 0 {
+		if n := len(r.audit.Find(t, policy.EventUpstreamConnect)); n != 0 {
 			t.Errorf("window %s-%s: connected before refusing", policy.TLSVersionName(w.MinVersion), policy.TLSVersionName(w.MaxVersion))
 		}
 	}
@@ -266,15 +267,15 @@ func TestPrivateAddressesRefused(t *testing.T) {
 	strict := p.provider(func(pr *policy.Provider) { pr.AllowPrivateAddresses = false })
 	r := dialTest(t, strict, policy.IMAP, policy.ImplicitTLS, port)
 	r.wantDenied(t, policy.ReasonPrivateAddress)
-	if n := r.audit.count(t, policy.EventUpstreamConnect); n != 0 {
+	if n := len(r.audit.Find(t, policy.EventUpstreamConnect)); n != 0 {
 		t.Errorf("a refused address was connected to")
 	}
 	// A name is checked after resolution: localhost resolves to loopback.
 	strict.Hosts = []string{"localhost"}
-	ab := &auditBuf{}
+	ab := &testkit.Audit{}
 	_, err := (&Dialer{}).Dial(t.Context(), strict, policy.Endpoint{Proto: policy.IMAP, Host: "localhost", Port: uint16(port)}, policy.NewAudit(ab, 0).Session("x", policy.IMAP))
-	if !errors.Is(err, policy.ReasonPrivateAddress) || ab.count(t, policy.EventDenied) != 1 {
-		t.Errorf("localhost: %v\n%s", err, ab.buf.String())
+	if !errors.Is(err, policy.ReasonPrivateAddress) || len(ab.Find(t, policy.EventDenied)) != 1 {
+		t.Errorf("localhost: %v\n%s", err, ab.String())
 	}
 }
 
@@ -371,7 +372,7 @@ func TestSilentHangUpDiagnosed(t *testing.T) {
 			if !strings.Contains(r.denied["detail"].(string), "without an alert") {
 				t.Errorf("detail %q", r.denied["detail"])
 			}
-			if n := r.audit.count(t, policy.EventUpstreamConnect); n != 2 {
+			if n := len(r.audit.Find(t, policy.EventUpstreamConnect)); n != 2 {
 				t.Errorf("%d upstream.connect events, want 2: the diagnostic connection is recorded too", n)
 			}
 		})
