@@ -6,6 +6,7 @@ package proxy_test
 
 import (
 	"bufio"
+	"crypto/tls"
 	"encoding/base64"
 	"fmt"
 	"io"
@@ -464,5 +465,48 @@ func BenchmarkPreloginSessionMemory(b *testing.B) {
 		for _, c := range append(idle, full...) {
 			c.Close()
 		}
+	}
+}
+
+// TestNoProviderConnectionBeforeLogin: on every front, apps that connect,
+// sit idle, ask for capabilities and leave open no connection to the
+// provider; one login attempt opens exactly one.
+func TestNoProviderConnectionBeforeLogin(t *testing.T) {
+	caps := map[policy.Proto]string{policy.IMAP: "a CAPABILITY\r\nb LOGOUT\r\n", policy.POP3: "CAPA\r\nQUIT\r\n", policy.SMTP: "EHLO app\r\nQUIT\r\n"}
+	for _, fr := range fronts {
+		t.Run(string(fr.proto), func(t *testing.T) {
+			pki := testkit.NewPKI(t)
+			// A provider that completes the handshake and hangs up: a login
+			// fails there, after exactly one connection.
+			var dialled atomic.Int32
+			addr := testkit.Scripted(t, pki.ServerConfig(), func(c *testkit.Conn) {
+				dialled.Add(1)
+				c.C.(*tls.Conn).Handshake()
+			})
+			p := proxytest.StartProxy(t, fr.front, fr.proto, proxytest.Provider(pki, "example", endpoint(fr.proto, addr)), nil)
+			for i := range 5 {
+				c := testkit.Dial(t, p.Addr)
+				c.Line() // the greeting
+				time.Sleep(20 * time.Millisecond)
+				if i%2 == 0 { // some ask for capabilities, some just leave
+					c.SendRaw(caps[fr.proto])
+					c.ExpectClosed(5 * time.Second)
+				}
+				c.C.Close()
+			}
+			p.Audit.WaitFor(t, "session.end", 5)
+			if n := dialled.Load(); n != 0 {
+				t.Fatalf("%d provider connections from apps that never logged in", n)
+			}
+			c := testkit.Dial(t, p.Addr)
+			c.Line()
+			c.SendRaw(fr.hello + fr.login("alice", "secret"))
+			p.Audit.WaitFor(t, "upstream.connect", 1)
+			c.C.Close()
+			p.Audit.WaitFor(t, "session.end", 6)
+			if n := dialled.Load(); n != 1 {
+				t.Errorf("one login attempt: %d provider connections, want 1", n)
+			}
+		})
 	}
 }
