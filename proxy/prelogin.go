@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"time"
 
 	"mailproxy/policy"
 )
@@ -178,11 +179,14 @@ func (p *Prelogin) StartTLS() error {
 	return nil
 }
 
-// Handover ends the pre-login phase once the provider accepted the
-// login: it returns what the app had sent beyond the login command (to be
-// relayed first) and lets go of the read buffer.
-func (p *Prelogin) Handover() []byte {
-	pending := Pending(p.br)
+// Relay ends the pre-login phase once the provider accepted the login and
+// splices the app to up until the session ends. What the app sent beyond
+// the login command, and what upBR holds of the provider's, are relayed
+// first; the read buffers are let go, so that an idle relayed session holds
+// as little as possible. toProvider is as for Session.Relay.
+func (p *Prelogin) Relay(up net.Conn, upBR *bufio.Reader, toProvider func(io.Writer) io.Writer) error {
+	appPending, upPending := Pending(p.br), Pending(upBR)
 	p.br = nil
-	return pending
+	p.s.Client.SetDeadline(time.Time{})
+	return p.s.Relay(p.s.Client, appPending, up, upPending, toProvider)
 }

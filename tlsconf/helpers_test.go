@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
@@ -154,25 +153,10 @@ func serveRaw(t *testing.T, handle func(net.Conn)) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				c.SetDeadline(time.Now().Add(10 * time.Second))
-				handle(c)
-				c.Close()
-			}()
-		}
-	}()
+	testkit.Serve(t, ln, func(c net.Conn) {
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		handle(c)
+	})
 	return ln.Addr().(*net.TCPAddr).Port
 }
 

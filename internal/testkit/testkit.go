@@ -292,6 +292,18 @@ func Scripted(t testing.TB, cfg *tls.Config, handle func(c *Conn)) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	Serve(t, ln, func(c net.Conn) {
+		defer func() { recover() }()
+		c.SetDeadline(time.Now().Add(30 * time.Second))
+		handle(Wrap(scriptT{}, c))
+	})
+	return ln.Addr().String()
+}
+
+// Serve runs handle for every connection ln accepts, each in a goroutine
+// of its own, and closes the connection after it; the test's cleanup
+// closes ln and waits for every handler.
+func Serve(t testing.TB, ln net.Listener, handle func(net.Conn)) {
 	var wg sync.WaitGroup
 	t.Cleanup(func() { ln.Close(); wg.Wait() })
 	wg.Add(1)
@@ -306,13 +318,10 @@ func Scripted(t testing.TB, cfg *tls.Config, handle func(c *Conn)) string {
 			go func() {
 				defer wg.Done()
 				defer c.Close()
-				defer func() { recover() }()
-				c.SetDeadline(time.Now().Add(30 * time.Second))
-				handle(Wrap(scriptT{}, c))
+				handle(c)
 			}()
 		}
 	}()
-	return ln.Addr().String()
 }
 
 // scriptT turns a failed expectation in a script into a panic that

@@ -15,7 +15,6 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"time"
 
 	"mailproxy/policy"
 	"mailproxy/proxy"
@@ -166,14 +165,8 @@ func (f *session) login(ctx context.Context, tag string, creds proxy.Credentials
 	if !ok {
 		return false, nil
 	}
-	// Logged in: from here on the provider speaks to the app directly,
-	// and the pre-login state is let go, so that an idle relayed session
-	// holds as little memory as possible.
-	appPending, upPending := f.p.Handover(), proxy.Pending(up.br)
-	conn := up.conn
-	f.p, up = nil, nil
-	s.Client.SetDeadline(time.Time{})
-	return true, s.Relay(s.Client, appPending, conn.Conn, upPending, newIDFilter)
+	// Logged in: from here on the provider speaks to the app directly.
+	return true, f.p.Relay(up.conn.Conn, up.br, newIDFilter)
 }
 
 // capabilities is mailproxy's own list before login; it promises nothing

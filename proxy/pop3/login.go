@@ -3,7 +3,6 @@ package pop3
 import (
 	"context"
 	"errors"
-	"time"
 
 	"mailproxy/proxy"
 )
@@ -33,11 +32,7 @@ func (f *session) login(ctx context.Context, creds proxy.Credentials) (bool, err
 		return false, nil
 	}
 	// Logged in: from here on the provider speaks to the app directly.
-	appPending, upPending := f.p.Handover(), proxy.Pending(up.br)
-	conn := up.conn
-	f.p, up = nil, nil
-	s.Client.SetDeadline(time.Time{})
-	return true, s.Relay(s.Client, appPending, conn.Conn, upPending, nil)
+	return true, f.p.Relay(up.conn.Conn, up.br, nil)
 }
 
 // loginRefusal is the app's -ERR for a login that got no verdict from the
