@@ -146,9 +146,9 @@ func (f *idFilter) line(p []byte) (int, error) {
 		name := f.name[:f.nameLen]
 		switch c := rest[i]; {
 		case c != ' ' && c != '\r' && c != '\n':
-		case bytes.EqualFold(name, []byte("ID")):
+		case equalFoldASCII(name, "ID"):
 			f.cmd = cmdID
-		case bytes.EqualFold(name, []byte("COMPRESS")):
+		case equalFoldASCII(name, "COMPRESS"):
 			f.cmd = cmdCompress
 		}
 		if f.cmd != cmdID {
@@ -171,6 +171,24 @@ func (f *idFilter) line(p []byte) (int, error) {
 		return len(seg), f.endLine()
 	}
 	return len(seg), nil
+}
+
+// equalFoldASCII compares a command name as IMAP does: ASCII letters
+// without regard to case, and nothing else (bytes.EqualFold would also
+// fold Unicode, such as "ſ" to "S").
+func equalFoldASCII(name []byte, s string) bool {
+	if len(name) != len(s) {
+		return false
+	}
+	for i, c := range name {
+		if 'a' <= c && c <= 'z' {
+			c -= 'a' - 'A'
+		}
+		if c != s[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // endLine is called after a line's LF: a literal continues the command,
