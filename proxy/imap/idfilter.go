@@ -26,7 +26,9 @@ import (
 // literals ({n+}, {n-}) need no answer and are dropped silently.
 //
 // To find commands in the stream the filter follows IMAP's framing: lines,
-// and literals ({n}, {n+}, {n-}, ~{n}) whose bytes are never looked at. It
+// and literals ({n}, {n+}, {n-}, ~{n}) whose bytes are never looked at. A
+// literal header counts only in a command's arguments, after "tag name ",
+// where a server reads one. The filter passes the tag as it comes and
 // holds at most a command name back, never a line or a literal, so its
 // memory is the same whatever the app sends. It stops looking after a
 // COMPRESS command (RFC 4978): what follows is deflated, and must pass
