@@ -26,7 +26,9 @@ import (
 // literals ({n+}, {n-}) need no answer and are dropped silently.
 //
 // To find commands in the stream the filter follows IMAP's framing: lines,
-// and literals ({n}, {n+}, {n-}, ~{n}) whose bytes are never looked at. It
+// and literals ({n}, {n+}, {n-}, ~{n}) whose bytes are never looked at. A
+// literal header counts only in a command's arguments, after "tag name ",
+// where a server reads one. The filter passes the tag as it comes and
 // holds at most a command name back, never a line or a literal, so its
 // memory is the same whatever the app sends. It stops looking after a
 // COMPRESS command (RFC 4978): what follows is deflated, and must pass
@@ -146,9 +148,9 @@ func (f *idFilter) line(p []byte) (int, error) {
 		name := f.name[:f.nameLen]
 		switch c := rest[i]; {
 		case c != ' ' && c != '\r' && c != '\n':
-		case bytes.EqualFold(name, []byte("ID")):
+		case equalFoldASCII(name, "ID"):
 			f.cmd = cmdID
-		case bytes.EqualFold(name, []byte("COMPRESS")):
+		case equalFoldASCII(name, "COMPRESS"):
 			f.cmd = cmdCompress
 		}
 		if f.cmd != cmdID {
@@ -171,6 +173,24 @@ func (f *idFilter) line(p []byte) (int, error) {
 		return len(seg), f.endLine()
 	}
 	return len(seg), nil
+}
+
+// equalFoldASCII compares a command name as IMAP does: ASCII letters
+// without regard to case, and nothing else (bytes.EqualFold would also
+// fold Unicode, such as "ſ" to "S").
+func equalFoldASCII(name []byte, s string) bool {
+	if len(name) != len(s) {
+		return false
+	}
+	for i, c := range name {
+		if 'a' <= c && c <= 'z' {
+			c -= 'a' - 'A'
+		}
+		if c != s[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // endLine is called after a line's LF: a literal continues the command,
