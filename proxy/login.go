@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"time"
 
@@ -76,13 +77,21 @@ func (s *Session) LoginUpstream(ctx context.Context, creds Credentials, login Lo
 	if err != nil {
 		return false, &RouteError{Text: ExplainRoute(err), Err: err}
 	}
-	conn, err := s.Dial(ctx, route)
-	if err != nil {
+	var conn *tlsconf.Upstream
+	var ok bool
+	err = onOwnStack(func() error {
+		var err error
+		if conn, err = s.Dial(ctx, route); err != nil {
+			return err
+		}
+		conn.SetDeadline(time.Now().Add(s.Settings.Limits.CommandTimeout))
+		ok, err = login(conn, route)
+		return err
+	})
+	if conn == nil {
 		s.failedLogin(err)
 		return false, err
 	}
-	conn.SetDeadline(time.Now().Add(s.Settings.Limits.CommandTimeout))
-	ok, err := login(conn, route)
 	if err != nil {
 		conn.Close()
 		s.failedLogin(err)
@@ -98,6 +107,27 @@ func (s *Session) LoginUpstream(ctx context.Context, creds Credentials, login Lo
 	s.mu.Unlock()
 	conn.SetDeadline(time.Time{})
 	return true, nil
+}
+
+// onOwnStack runs f on a goroutine of its own and waits for it. The TLS
+// handshake (ML-KEM key generation above all) grows a goroutine's stack
+// to several times its idle size, and a stack shrinks back only slowly;
+// run on the session's goroutine, which then relays for hours, that
+// growth would be held by every idle session. A panic in f is this
+// session's error, as it would be on the session's goroutine.
+func onOwnStack(f func() error) (err error) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer func() {
+			if r := recover(); r != nil {
+				err = fmt.Errorf("internal error (please report): %v", r)
+			}
+		}()
+		err = f()
+	}()
+	<-done
+	return err
 }
 
 // failedLogin keeps why a login attempt got no verdict, for session.end.
