@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"strconv"
@@ -22,6 +23,7 @@ const (
 	EventDenied          = "policy.denied"
 	EventSessionEnd      = "session.end"
 	EventConfigReload    = "config.reload"
+	EventSessionPanic    = "session.panic"
 )
 
 // Audit writes the audit trail: one JSON object a line, as log/slog's
@@ -166,6 +168,14 @@ func Escape(s string) string {
 	q := strconv.QuoteToGraphic(s)
 	q = q[1 : len(q)-1]
 	return strings.ReplaceAll(q, `\"`, `"`)
+}
+
+// Panic records a panic that ended the session: mailproxy's own fault.
+// The value and the stack (function names and code positions, with the
+// raw argument words Go prints) go in fields of one event, so that the log
+// stays one JSON object a line.
+func (s *SessionAudit) Panic(value any, stack []byte) {
+	s.log.Error(EventSessionPanic, "panic", oneLine(fmt.Sprint(value)), "stack", string(stack))
 }
 
 // Denied records a refusal. It does nothing unless err is or wraps a

@@ -510,3 +510,46 @@ func TestNoProviderConnectionBeforeLogin(t *testing.T) {
 		})
 	}
 }
+
+// TestPanicIsContained: a panic in a front's session (forced at
+// the start of the login's provider exchange) gives the app the
+// protocol's goodbye, writes one parseable session.panic event with the
+// stack, and leaves the listener serving.
+func TestPanicIsContained(t *testing.T) {
+	defer proxy.SetLoginHook(func() { panic("forced by the test") })()
+	goodbye := map[policy.Proto]string{
+		policy.IMAP: "* BYE [UNAVAILABLE] mailproxy had an internal error*",
+		policy.POP3: "-ERR [SYS/TEMP] mailproxy had an internal error*",
+		policy.SMTP: "421 4.0.0 *", // go-smtp's own, from its recover
+	}
+	for _, fr := range fronts {
+		t.Run(string(fr.proto), func(t *testing.T) {
+			addr, _ := countingProvider(t)
+			pki := testkit.NewPKI(t)
+			p := proxytest.StartProxy(t, fr.front, fr.proto, proxytest.Provider(pki, "example", endpoint(fr.proto, addr)), nil)
+			for range 2 { // the listener goes on after the first
+				c := testkit.Dial(t, p.Addr)
+				c.Line()
+				c.SendRaw(fr.hello + fr.login("alice", "secret"))
+				c.ExpectUntil(goodbye[fr.proto])
+				c.ExpectClosed(5 * time.Second)
+			}
+			p.Audit.WaitFor(t, "session.end", 2)
+			panics := p.Audit.Find(t, "session.panic") // Find parses every line as JSON
+			if len(panics) != 2 {
+				t.Fatalf("%d session.panic events, want 2:\n%s", len(panics), p.Audit.String())
+			}
+			for _, e := range panics {
+				if e["level"] != "ERROR" || e["panic"] != "forced by the test" || !strings.Contains(e["stack"].(string), "proxy.onOwnStack") {
+					t.Errorf("session.panic event %v", e)
+				}
+			}
+			for _, e := range p.Audit.Find(t, "session.end") {
+				if e["error"] != "internal error (please report): forced by the test" {
+					t.Errorf("session.end %v", e)
+				}
+			}
+			p.Audit.NoSecret(t, "secret")
+		})
+	}
+}

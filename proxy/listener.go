@@ -9,7 +9,6 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"os"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -33,7 +32,6 @@ type Front interface {
 
 // Listener accepts apps on one address and hands each to its Front.
 type Listener struct {
-	Front  Front
 	Audit  *policy.Audit
 	Dialer *tlsconf.Dialer
 
@@ -49,8 +47,12 @@ type Listener struct {
 
 // NewListener returns a listener with its first settings.
 func NewListener(front Front, audit *policy.Audit, dialer *tlsconf.Dialer, s *Settings) *Listener {
-	l := &Listener{Front: front, Audit: audit, Dialer: dialer, sessions: map[*Session]struct{}{}}
-	l.settings.Store(s.normalized())
+	l := &Listener{Audit: audit, Dialer: dialer, sessions: map[*Session]struct{}{}}
+	st := s.normalized()
+	if front != nil {
+		st.Front = front
+	}
+	l.settings.Store(st)
 	return l
 }
 
@@ -58,7 +60,14 @@ func NewListener(front Front, audit *policy.Audit, dialer *tlsconf.Dialer, s *Se
 func (l *Listener) Settings() *Settings { return l.settings.Load() }
 
 // Update replaces the settings for sessions that start from now on.
-func (l *Listener) Update(s *Settings) { l.settings.Store(s.normalized()) }
+// A nil Front keeps the current one.
+func (l *Listener) Update(s *Settings) {
+	st := s.normalized()
+	if st.Front == nil {
+		st.Front = l.Settings().Front
+	}
+	l.settings.Store(st)
+}
 
 // Addr is the address the listener is bound to, once Listen has returned.
 func (l *Listener) Addr() net.Addr { return l.ln.Addr() }
@@ -153,14 +162,14 @@ func (l *Listener) handle(ctx context.Context, c net.Conn) {
 	if !st.Listen.Access.Admits(remote.Addr()) {
 		audit.Denied(policy.Deny(policy.ReasonRemoteClient, remote.Addr().Unmap().String(),
 			"client %v is not in allow_clients of listener %s", remote.Addr().Unmap(), st.Listen.Address))
-		l.refuse(c, policy.ReasonRemoteClient, "mailproxy does not serve this address")
+		l.refuse(c, st.Front, policy.ReasonRemoteClient, "mailproxy does not serve this address")
 		return
 	}
 	if n := l.active.Add(1); n > int64(st.Listen.MaxSessions) {
 		l.active.Add(-1)
 		audit.Denied(policy.Deny(policy.ReasonLimit, "",
 			"listener %s already has %d sessions (max_sessions)", st.Listen.Address, st.Listen.MaxSessions))
-		l.refuse(c, policy.ReasonLimit, "too many connections, try again later")
+		l.refuse(c, st.Front, policy.ReasonLimit, "too many connections, try again later")
 		return
 	}
 	defer l.active.Add(-1)
@@ -191,20 +200,28 @@ func (l *Listener) handle(ctx context.Context, c net.Conn) {
 	})
 }
 
-// serve runs the front, turning a panic into an error for this session
-// only: one broken session must not stop the others.
+// serve runs the front, turning a panic into the end of this session only:
+// one broken session must not stop the others. The app gets the protocol's
+// goodbye, and the audit log one session.panic event (never raw text:
+// stderr may be the audit stream).
 func (l *Listener) serve(ctx context.Context, s *Session) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			fmt.Fprintf(os.Stderr, "mailproxy: panic in %s session %s: %v\n%s", s.Proto, s.ID, r, debug.Stack())
+			stack := debug.Stack()
+			if p, ok := r.(*panicked); ok {
+				r, stack = p.value, p.stack
+			}
+			s.Audit.Panic(r, stack)
+			s.Client.SetWriteDeadline(time.Now().Add(5 * time.Second))
+			s.Settings.Front.Refuse(s.Client, policy.ReasonLimit, "mailproxy had an internal error and closed this session")
 			err = fmt.Errorf("internal error (please report): %v", r)
 		}
 	}()
-	return l.Front.Serve(ctx, s)
+	return s.Settings.Front.Serve(ctx, s)
 }
 
-func (l *Listener) refuse(c net.Conn, reason policy.Reason, text string) {
+func (l *Listener) refuse(c net.Conn, front Front, reason policy.Reason, text string) {
 	c.SetDeadline(time.Now().Add(5 * time.Second))
-	l.Front.Refuse(c, reason, text)
+	front.Refuse(c, reason, text)
 	c.Close()
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -113,22 +114,53 @@ func (s *Session) LoginUpstream(ctx context.Context, creds Credentials, login Lo
 // handshake (ML-KEM key generation above all) grows a goroutine's stack
 // to several times its idle size, and a stack shrinks back only slowly;
 // run on the session's goroutine, which then relays for hours, that
-// growth would be held by every idle session. A panic in f is this
-// session's error, as it would be on the session's goroutine.
-func onOwnStack(f func() error) (err error) {
+// growth would be held by every idle session. A panic in f is raised
+// again on the caller's goroutine, with f's stack, so that it ends the
+// session like any other.
+func onOwnStack(f func() error) error {
+	var err error
+	var p *panicked
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		defer func() {
 			if r := recover(); r != nil {
-				err = fmt.Errorf("internal error (please report): %v", r)
+				p = &panicked{value: r, stack: debug.Stack()}
 			}
 		}()
+		if loginHook != nil {
+			loginHook()
+		}
 		err = f()
 	}()
 	<-done
+	if p != nil {
+		panic(p)
+	}
 	return err
 }
+
+// panicked is a panic carried from another goroutine, with its stack.
+type panicked struct {
+	value any
+	stack []byte
+}
+
+func (p *panicked) String() string { return fmt.Sprint(p.value) }
+
+// Recovered returns what was recovered from a panic, and its stack when it
+// was carried from another goroutine (else stack is nil), for a front that
+// recovers panics through a library (go-smtp).
+func Recovered(r any) (value any, stack []byte) {
+	if p, ok := r.(*panicked); ok {
+		return p.value, p.stack
+	}
+	return r, nil
+}
+
+// loginHook, when set by a test, runs at the start of every login's
+// provider exchange (to force a panic there).
+var loginHook func()
 
 // failedLogin keeps why a login attempt got no verdict, for session.end.
 func (s *Session) failedLogin(err error) {

@@ -37,7 +37,11 @@ type Server struct {
 }
 
 func (s *Server) settings(c Setup, l ListenSpec) (*Settings, error) {
-	st := &Settings{Listen: l, Providers: c.Providers, Limits: c.Limits}
+	front, ok := s.Fronts[l.Proto]
+	if !ok {
+		return nil, fmt.Errorf("listener %s: no %s front", l.Address, l.Proto)
+	}
+	st := &Settings{Front: front, Listen: l, Providers: c.Providers, Limits: c.Limits}
 	if l.LocalSecurity != "" && l.LocalSecurity != LocalNone {
 		if s.LocalTLS == nil {
 			return nil, fmt.Errorf("listener %s: local_security %q is not available", l.Address, l.LocalSecurity)
@@ -76,15 +80,11 @@ func (s *Server) Start(ctx context.Context, c Setup) error {
 }
 
 func (s *Server) newListener(ctx context.Context, c Setup, lc ListenSpec) (*Listener, error) {
-	front, ok := s.Fronts[lc.Proto]
-	if !ok {
-		return nil, fmt.Errorf("listener %s: no %s front", lc.Address, lc.Proto)
-	}
 	st, err := s.settings(c, lc)
 	if err != nil {
 		return nil, err
 	}
-	l := NewListener(front, s.Audit, s.Dialer, st)
+	l := NewListener(nil, s.Audit, s.Dialer, st)
 	if err := l.Listen(ctx); err != nil {
 		return nil, err
 	}

@@ -112,6 +112,9 @@ func (l ListenSpec) Upstream() string {
 // them behind an atomic pointer so that a configuration reload applies to
 // new sessions while running ones keep theirs.
 type Settings struct {
+	// Front serves the listener's protocol. A reload that changes the
+	// protocol changes the front for new sessions, on the same socket.
+	Front     Front
 	Listen    ListenSpec
 	Providers []*policy.Provider // for routing on a "*" listener
 	// Limits are used as given by NewListener and Update, which fill in

@@ -25,7 +25,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -225,8 +224,13 @@ func (l errorLog) Printf(format string, v ...any) {
 				stack = b // go-smtp's, taken where it recovered
 			}
 		}
-		fmt.Fprintf(os.Stderr, "mailproxy: panic in smtp session %s: %v\n%s", l.f.s.ID, v[1], stack)
-		l.f.fail(fmt.Errorf("internal error (please report): %v", v[1]))
+		// go-smtp has answered 421 and closes the connection.
+		value, carried := proxy.Recovered(v[1])
+		if carried != nil {
+			stack = carried
+		}
+		l.f.s.Audit.Panic(value, stack)
+		l.f.fail(fmt.Errorf("internal error (please report): %v", value))
 	case strings.HasPrefix(format, "error handling") && len(v) >= 2:
 		if err, ok := v[1].(error); ok {
 			l.f.fail(fmt.Errorf("the app's connection: %w", err))
