@@ -84,6 +84,7 @@ func (d *doc) limits(le *LimitsEntry, l *proxy.Limits, add func(*Error)) {
 		{"preauth_timeout", le.PreauthTimeout, &l.PreauthTimeout},
 		{"idle_timeout", le.IdleTimeout, &l.IdleTimeout},
 		{"command_timeout", le.CommandTimeout, &l.CommandTimeout},
+		{"dial_timeout", le.DialTimeout, &l.DialTimeout},
 	}
 	for _, x := range durs {
 		v, err := parseDuration(x.val, *x.dst)

@@ -43,6 +43,7 @@ type LimitsEntry struct {
 	PreauthTimeout string `toml:"preauth_timeout"`
 	IdleTimeout    string `toml:"idle_timeout"`
 	CommandTimeout string `toml:"command_timeout"`
+	DialTimeout    string `toml:"dial_timeout"`
 	MaxLine        int    `toml:"max_line"`
 	MaxLiteral     int    `toml:"max_literal"`
 	MaxPrelogin    int    `toml:"max_prelogin"`
@@ -82,7 +83,7 @@ type ListenEntry struct {
 var knownKeys = map[string][]string{
 	"":         {"log", "limits", "provider", "listen"},
 	"log":      {"audit", "level"},
-	"limits":   {"max_sessions", "preauth_timeout", "idle_timeout", "command_timeout", "max_line", "max_literal", "max_prelogin", "max_message_size", "max_recipients"},
+	"limits":   {"max_sessions", "preauth_timeout", "idle_timeout", "command_timeout", "dial_timeout", "max_line", "max_literal", "max_prelogin", "max_message_size", "max_recipients"},
 	"provider": {"name", "hosts", "domains", "imap", "pop3", "smtp", "ca_file", "pins", "min_tls", "max_tls", "allow_private_addresses"},
 	"listen":   {"protocol", "address", "provider", "local_security", "allow_clients", "allow_plaintext_auth", "max_sessions", "local_cert", "local_key"},
 }

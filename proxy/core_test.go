@@ -553,3 +553,27 @@ func TestPanicIsContained(t *testing.T) {
 		})
 	}
 }
+
+// TestDialTimeoutFromLimits: a provider that accepts and then stalls the
+// TLS handshake is given up after dial_timeout, not a fixed 30 s.
+func TestDialTimeoutFromLimits(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	testkit.Serve(t, ln, func(c net.Conn) {
+		c.SetDeadline(time.Now().Add(20 * time.Second))
+		io.Copy(io.Discard, c) // reads the ClientHello, answers nothing
+	})
+	pki := testkit.NewPKI(t)
+	p := proxytest.StartProxy(t, fronts[0].front, policy.IMAP, proxytest.Provider(pki, "example", "imaps://"+ln.Addr().String()), nil,
+		func(st *proxy.Settings) { st.Limits.DialTimeout = time.Second })
+	c := testkit.Dial(t, p.Addr)
+	c.Line()
+	begin := time.Now()
+	c.Send("a1 LOGIN alice secret")
+	c.Expect("a1 NO [UNAVAILABLE] *")
+	if d := time.Since(begin); d > 5*time.Second {
+		t.Errorf("the login waited %v for a stalled provider; dial_timeout is 1s", d)
+	}
+}

@@ -81,8 +81,10 @@ func (s *Session) LoginUpstream(ctx context.Context, creds Credentials, login Lo
 	var conn *tlsconf.Upstream
 	var ok bool
 	err = onOwnStack(func() error {
+		dctx, cancel := context.WithTimeout(ctx, s.Settings.Limits.DialTimeout)
+		defer cancel()
 		var err error
-		if conn, err = s.Dial(ctx, route); err != nil {
+		if conn, err = s.Dial(dctx, route); err != nil {
 			return err
 		}
 		conn.SetDeadline(time.Now().Add(s.Settings.Limits.CommandTimeout))

@@ -24,6 +24,7 @@ type Limits struct {
 	PreauthTimeout time.Duration // from connect to login (60s)
 	IdleTimeout    time.Duration // after login, no traffic either way (35m, above IMAP's 29-minute IDLE)
 	CommandTimeout time.Duration // one exchange with the provider, one SMTP command of the app (5m)
+	DialTimeout    time.Duration // connecting to the provider: TCP, STARTTLS and handshake together (30s)
 	MaxLine        int           // one command line before login (8 KiB)
 	MaxLiteral     int           // one IMAP literal before login (64 KiB)
 	// MaxPrelogin bounds all the app's bytes mailproxy reads before
@@ -40,6 +41,7 @@ var DefaultLimits = Limits{
 	PreauthTimeout: 60 * time.Second,
 	IdleTimeout:    35 * time.Minute,
 	CommandTimeout: 5 * time.Minute,
+	DialTimeout:    30 * time.Second,
 	MaxLine:        8 << 10,
 	MaxLiteral:     64 << 10,
 	MaxPrelogin:    64 << 10,
@@ -64,6 +66,7 @@ func (l Limits) WithDefaults() Limits {
 	pickDur(&l.PreauthTimeout, d.PreauthTimeout)
 	pickDur(&l.IdleTimeout, d.IdleTimeout)
 	pickDur(&l.CommandTimeout, d.CommandTimeout)
+	pickDur(&l.DialTimeout, d.DialTimeout)
 	pick(&l.MaxLine, d.MaxLine)
 	pick(&l.MaxLiteral, d.MaxLiteral)
 	pick(&l.MaxPrelogin, d.MaxPrelogin)

@@ -25,7 +25,8 @@ const DefaultTimeout = 30 * time.Second
 type Dialer struct {
 	// Resolver looks up provider names; nil means net.DefaultResolver.
 	Resolver *net.Resolver
-	// Timeout bounds connect, STARTTLS and handshake; zero means 30s.
+	// Timeout bounds connect, STARTTLS and handshake; zero means the
+	// deadline of the context given to Dial, or 30s when it has none.
 	Timeout time.Duration
 	// EHLOName is sent before SMTP STARTTLS; empty means "localhost", a
 	// name that says nothing about the user's computer.
@@ -64,12 +65,17 @@ func (d *Dialer) Dial(ctx context.Context, p *policy.Provider, ep policy.Endpoin
 }
 
 func (d *Dialer) dial(ctx context.Context, p *policy.Provider, ep policy.Endpoint, audit *policy.SessionAudit) (*Upstream, error) {
+	// The dialer's own limit, unless it has none and the caller's context
+	// brings one (the session's dial_timeout).
 	timeout := d.Timeout
-	if timeout <= 0 {
+	if _, has := ctx.Deadline(); timeout <= 0 && !has {
 		timeout = DefaultTimeout
 	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
 
 	host := policy.NormalizeHost(ep.Host)
 	if !p.Allows(host) {
