@@ -38,6 +38,8 @@ type Listener struct {
 	settings atomic.Pointer[Settings]
 	ln       net.Listener
 
+	admission admission
+
 	mu       sync.Mutex
 	sessions map[*Session]struct{}
 	wg       sync.WaitGroup
@@ -165,16 +167,25 @@ func (l *Listener) handle(ctx context.Context, c net.Conn) {
 		l.refuse(c, st.Front, policy.ReasonRemoteClient, "mailproxy does not serve this address")
 		return
 	}
-	if n := l.active.Add(1); n > int64(st.Listen.MaxSessions) {
-		l.active.Add(-1)
-		audit.Denied(policy.Deny(policy.ReasonLimit, "",
-			"listener %s already has %d sessions (max_sessions)", st.Listen.Address, st.Listen.MaxSessions))
+	s := &Session{ID: id, Proto: proto, Settings: st, Audit: audit, Dialer: l.Dialer, Remote: remote, start: time.Now()}
+	evict, refusal := l.admission.admit(s, st.Listen, st.Limits)
+	if refusal != "" {
+		audit.Denied(policy.Deny(policy.ReasonLimit, "", "%s", refusal))
 		l.refuse(c, st.Front, policy.ReasonLimit, "too many connections, try again later")
 		return
 	}
-	defer l.active.Add(-1)
+	if evict != nil {
+		evict.Deny(policy.ReasonLimit, "", "closed before login to make room for client %v: listener %s is full and client %v held the most sessions before login",
+			clientKey(remote.Addr()), st.Listen.Address, clientKey(evict.Remote.Addr()))
+		evict.close()
+	}
+	s.onLogin = func() { l.admission.loggedIn(s) }
+	l.active.Add(1)
+	defer func() {
+		l.admission.done(s)
+		l.active.Add(-1)
+	}()
 
-	s := &Session{ID: id, Proto: proto, Settings: st, Audit: audit, Dialer: l.Dialer, Remote: remote, start: time.Now()}
 	s.Client = countingConn{Conn: c, read: &s.bytesUp, written: &s.bytesDown}
 	ctx, cancel := context.WithCancel(ctx)
 	s.cancel = cancel

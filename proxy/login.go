@@ -107,7 +107,11 @@ func (s *Session) LoginUpstream(ctx context.Context, creds Credentials, login Lo
 	}
 	s.mu.Lock()
 	s.loggedIn = true
+	onLogin := s.onLogin
 	s.mu.Unlock()
+	if onLogin != nil {
+		onLogin()
+	}
 	conn.SetDeadline(time.Time{})
 	return true, nil
 }

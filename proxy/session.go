@@ -35,8 +35,13 @@ type Session struct {
 	mu      sync.Mutex
 	closers []io.Closer
 	closed  bool
-	// loggedIn is set once the provider accepted a login.
+	// loggedIn is set once the provider accepted a login; onLogin is
+	// called then (the listener's admission stops counting the session as
+	// one before login).
 	loggedIn bool
+	onLogin  func()
+	// admitted is the listener admission's: the session holds a slot.
+	admitted bool
 	// loginErr is the last login attempt that failed without the
 	// provider's verdict (unreachable, broken protocol, no mechanism),
 	// for session.end when the session ends without a login.

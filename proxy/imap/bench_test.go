@@ -241,6 +241,7 @@ func BenchmarkIdleSessionMemory(b *testing.B) {
 audit = %q
 [limits]
 max_sessions = %d
+max_sessions_per_client = %d
 [[provider]]
 name = "bench"
 hosts = ["127.0.0.1"]
@@ -251,7 +252,7 @@ allow_private_addresses = true
 protocol = "imap"
 address = %q
 provider = "bench"
-`, filepath.Join(dir, "audit.log"), sessions+10, prov.endpoint, pki.CAFile, addr)), 0o644)
+`, filepath.Join(dir, "audit.log"), sessions+10, sessions+10, prov.endpoint, pki.CAFile, addr)), 0o644)
 
 	for i := 0; i < b.N; i++ {
 		measureIdle(b, exec.Command(bin, "run", "-config", conf), addr, sessions)

@@ -18,7 +18,7 @@ func TestLimits(t *testing.T) {
 	small := func(st *proxy.Settings) {
 		st.Limits.MaxLine = 1024
 		st.Limits.PreauthTimeout = 2 * time.Second
-		st.Listen.MaxSessions = 2
+		st.Listen.MaxSessions = 4 // two may wait before login
 	}
 	p := start(t, pki, prov.endpoint, small)
 
@@ -36,7 +36,8 @@ func TestLimits(t *testing.T) {
 	c.Expect("-ERR [SYS/PERM] too much input before login*")
 	c.ExpectClosed(5 * time.Second)
 
-	// Two sessions may run; the third is turned away.
+	// Two sessions may wait before login (half of max_sessions); the
+	// third is turned away.
 	p.Audit.WaitFor(t, "session.end", 2)
 	c1 := testkit.Dial(t, p.Addr)
 	c1.Expect("+OK *")

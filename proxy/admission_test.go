@@ -1,0 +1,73 @@
+package proxy
+
+import (
+	"net/netip"
+	"testing"
+)
+
+func TestAdmission(t *testing.T) {
+	spec := ListenSpec{Address: "127.0.0.1:1143", MaxSessions: 6} // 3 may wait before login
+	lim := Limits{MaxSessionsPerClient: 3}
+	var a admission
+	from := func(ip string) *Session {
+		return &Session{Remote: netip.AddrPortFrom(netip.MustParseAddr(ip), 40000)}
+	}
+	admit := func(s *Session) (*Session, bool) {
+		evict, refusal := a.admit(s, spec, lim)
+		return evict, refusal == ""
+	}
+	// One client: three sessions, then its per-client cap.
+	x := []*Session{from("127.0.0.1"), from("127.0.0.1"), from("127.0.0.1")}
+	for _, s := range x {
+		if _, ok := admit(s); !ok {
+			t.Fatal("a client under its cap was refused")
+		}
+	}
+	if _, ok := admit(from("127.0.0.1")); ok {
+		t.Error("a client over max_sessions_per_client was admitted")
+	}
+	// The pre-login budget is full: a newcomer takes the oldest waiting
+	// session of the client holding the most.
+	y := from("127.0.0.2")
+	evict, ok := admit(y)
+	if !ok || evict != x[0] {
+		t.Fatalf("newcomer: admitted %v, evicted %v; want x[0] evicted", ok, evict)
+	}
+	// A logged-in session is never evicted.
+	a.loggedIn(y)
+	a.loggedIn(x[1])
+	a.loggedIn(x[2])
+	if total, pre := a.counts(); total != 3 || pre != 0 {
+		t.Fatalf("counts %d/%d, want 3 in all, 0 before login", total, pre)
+	}
+	// Three more wait; the listener is then full (6 sessions, 3 waiting),
+	// and a newcomer takes a waiting session from the client that holds
+	// more than it does.
+	z := []*Session{from("127.0.0.3"), from("127.0.0.3"), from("127.0.0.3")}
+	for _, s := range z {
+		if _, ok := admit(s); !ok {
+			t.Fatal("a client under every limit was refused")
+		}
+	}
+	w := from("127.0.0.4")
+	if evict, ok := admit(w); !ok || evict != z[0] {
+		t.Fatalf("newcomer when full: admitted %v, evicted %v", ok, evict)
+	}
+	// It may go on taking waiting sessions from a client that holds more
+	// than it does, not from one that holds as many.
+	a.loggedIn(w)
+	w2 := from("127.0.0.4")
+	if evict, ok := admit(w2); !ok || evict != z[1] {
+		t.Fatalf("second newcomer session: admitted %v, evicted %v", ok, evict)
+	}
+	if _, ok := admit(from("127.0.0.4")); ok {
+		t.Error("a client holding more sessions than the one it would evict was admitted")
+	}
+	for _, s := range []*Session{x[1], x[2], y, z[0], z[1], z[2], w, w2} {
+		a.done(s)
+		a.done(s) // twice: a session leaves once
+	}
+	if total, pre := a.counts(); total != 0 || pre != 0 || len(a.clients) != 0 {
+		t.Errorf("after every session ended: %d/%d, %d clients", total, pre, len(a.clients))
+	}
+}
