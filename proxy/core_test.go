@@ -6,6 +6,7 @@ package proxy_test
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
 	"encoding/base64"
 	"fmt"
@@ -575,5 +576,96 @@ func TestDialTimeoutFromLimits(t *testing.T) {
 	c.Expect("a1 NO [UNAVAILABLE] *")
 	if d := time.Since(begin); d > 5*time.Second {
 		t.Errorf("the login waited %v for a stalled provider; dial_timeout is 1s", d)
+	}
+}
+
+// TestReloadIsAtomic: a reload that cannot be applied whole changes
+// nothing (every listener answers as before); one that changes a
+// listener's protocol swaps it on the same socket at once, while a session
+// that started before goes on with the old protocol.
+func TestReloadIsAtomic(t *testing.T) {
+	pki := testkit.NewPKI(t)
+	addr, _ := countingProvider(t)
+	prov := proxytest.Provider(pki, "example", "imaps://"+addr, "pop3s://"+addr, "smtps://"+addr)
+	audit := &testkit.Audit{}
+	srv := &proxy.Server{Audit: policy.NewAudit(audit, 0), Dialer: nil, Fronts: map[policy.Proto]proxy.Front{}}
+	for _, fr := range fronts {
+		srv.Fronts[fr.proto] = fr.front
+	}
+	free := func() string {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		return ln.Addr().String()
+	}
+	a, b := free(), free()
+	spec := func(proto policy.Proto, address string) proxy.ListenSpec {
+		return proxy.ListenSpec{Proto: proto, Address: address, Provider: prov, Access: policy.Access{Loopback: true}}
+	}
+	setup := func(ls ...proxy.ListenSpec) proxy.Setup {
+		return proxy.Setup{Providers: []*policy.Provider{prov}, Listeners: ls}
+	}
+	ctx := t.Context()
+	if err := srv.Start(ctx, setup(spec(policy.IMAP, a), spec(policy.POP3, b))); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+	}()
+	greeting := func(address string) string {
+		c := testkit.Dial(t, address)
+		defer c.C.Close()
+		return c.Line()
+	}
+	expect := func(address, prefix string) {
+		t.Helper()
+		if g := greeting(address); !strings.HasPrefix(g, prefix) {
+			t.Errorf("%s greets %q, want %s...", address, g, prefix)
+		}
+	}
+	expect(a, "* OK")
+	expect(b, "+OK")
+
+	// Refused: a changes protocol, and a new listener's address is taken.
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	err = srv.Reload(ctx, setup(spec(policy.POP3, a), spec(policy.POP3, b), spec(policy.SMTP, busy.Addr().String())))
+	if err == nil {
+		t.Fatal("a reload onto a busy address was applied")
+	}
+	expect(a, "* OK")
+	expect(b, "+OK")
+
+	// Applied: a session on a started under IMAP goes on as IMAP while
+	// new sessions get POP3, at once.
+	old := testkit.Dial(t, a)
+	old.Expect("* OK *")
+	begin := time.Now()
+	if err := srv.Reload(ctx, setup(spec(policy.POP3, a), spec(policy.POP3, b))); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(begin); d > time.Second {
+		t.Errorf("the reload took %v with a session open", d)
+	}
+	expect(a, "+OK")
+	old.Send("x NOOP")
+	old.Expect("x OK *")
+	old.Send("y LOGOUT")
+	old.ExpectUntil("y OK *")
+	starts := 0
+	for _, e := range audit.Find(t, "listener.start") {
+		if e["address"] == a {
+			starts++
+		}
+	}
+	if starts != 2 {
+		t.Errorf("%d listener.start events for %s, want 2 (IMAP, then POP3)", starts, a)
 	}
 }

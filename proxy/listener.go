@@ -75,7 +75,8 @@ func (l *Listener) Update(s *Settings) {
 func (l *Listener) Addr() net.Addr { return l.ln.Addr() }
 
 // Listen binds the listener's address with TCP keepalive on accepted
-// connections, and records listener.start.
+// connections. Serve records listener.start: a listener bound by a reload
+// that is then refused never served.
 func (l *Listener) Listen(ctx context.Context) error {
 	s := l.Settings()
 	lc := net.ListenConfig{KeepAliveConfig: keepAlive}
@@ -90,8 +91,22 @@ func (l *Listener) Listen(ctx context.Context) error {
 		return fmt.Errorf("listener %s: access says loopback, but the address is not", s.Listen.Address)
 	}
 	l.ln = ln
-	l.Audit.ListenerStart(ln.Addr().String(), s.Listen.Proto, s.Listen.ProviderName(), s.Listen.Upstream())
 	return nil
+}
+
+// announce records listener.start for the settings now in force.
+func (l *Listener) announce() {
+	s := l.Settings()
+	l.Audit.ListenerStart(l.ln.Addr().String(), s.Listen.Proto, s.Listen.ProviderName(), s.Listen.Upstream())
+}
+
+// Close releases the address of a listener that never served.
+func (l *Listener) Close() error {
+	l.closing.Store(true)
+	if l.ln == nil {
+		return nil
+	}
+	return l.ln.Close()
 }
 
 // keepAlive probes idle connections so that a vanished peer is noticed
@@ -101,6 +116,7 @@ var keepAlive = net.KeepAliveConfig{Enable: true, Idle: 60 * time.Second, Interv
 // Serve accepts connections until the listener is closed. It returns nil
 // after Shutdown or Close.
 func (l *Listener) Serve(ctx context.Context) error {
+	l.announce()
 	var backoff time.Duration
 	for {
 		c, err := l.ln.Accept()

@@ -32,6 +32,7 @@ type Server struct {
 
 	mu        sync.Mutex
 	listeners map[string]*Listener // by address
+	retired   []*Listener          // removed by a reload; their sessions may run on
 	wg        sync.WaitGroup
 	errc      chan error
 }
@@ -67,7 +68,7 @@ func (s *Server) Start(ctx context.Context, c Setup) error {
 		l, err := s.newListener(ctx, c, lc)
 		if err != nil {
 			for _, l := range started {
-				l.Shutdown(ctx)
+				l.Close()
 			}
 			return err
 		}
@@ -113,15 +114,19 @@ func (s *Server) Listeners() []*Listener {
 	return out
 }
 
-// Reload applies a new configuration: listeners on the same address get
-// the new settings for their next sessions (running sessions keep theirs),
-// new addresses start, and addresses no longer configured stop accepting
-// and let their sessions finish. A listener whose protocol changed is
-// restarted.
+// Reload applies a new Setup atomically: everything is prepared first —
+// settings, local TLS, every new address bound — and only then swapped in;
+// if any step fails nothing changes (no listener stops, no address is
+// released) and the error says why. Then listeners on an address that
+// stays get the new settings for their next sessions, on the same socket,
+// even when the protocol changed; running sessions keep the values they
+// started with. New addresses start serving; addresses no longer
+// configured stop accepting at once and their sessions finish on the old
+// values (Shutdown cuts them at its deadline). Reload never waits for a
+// session.
 func (s *Server) Reload(ctx context.Context, c Setup) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	// Prepare everything first, so that a failure changes nothing.
 	type update struct {
 		l  *Listener
 		st *Settings
@@ -129,41 +134,51 @@ func (s *Server) Reload(ctx context.Context, c Setup) error {
 	var updates []update
 	var fresh []*Listener
 	keep := map[string]bool{}
+	live := s.retired[:0]
+	for _, l := range s.retired {
+		if l.Active() > 0 {
+			live = append(live, l)
+		}
+	}
+	s.retired = live
 	fail := func(err error) error {
 		for _, l := range fresh {
-			l.Shutdown(ctx)
+			l.Close()
 		}
 		return err
 	}
 	for _, lc := range c.Listeners {
-		if old, ok := s.listeners[lc.Address]; ok && old.Settings().Listen.Proto == lc.Proto {
+		if keep[lc.Address] {
+			return fail(fmt.Errorf("listener %s is configured twice", lc.Address))
+		}
+		keep[lc.Address] = true
+		if old, ok := s.listeners[lc.Address]; ok {
 			st, err := s.settings(c, lc)
 			if err != nil {
 				return fail(err)
 			}
 			updates = append(updates, update{old, st})
-			keep[lc.Address] = true
 			continue
-		}
-		if old, ok := s.listeners[lc.Address]; ok {
-			// Same address, other protocol: free the address first.
-			old.Shutdown(ctx)
-			delete(s.listeners, lc.Address)
 		}
 		l, err := s.newListener(ctx, c, lc)
 		if err != nil {
 			return fail(err)
 		}
 		fresh = append(fresh, l)
-		keep[lc.Address] = true
 	}
+	// Nothing can fail from here on.
 	for _, u := range updates {
+		before := u.l.Settings()
 		u.l.Update(u.st)
+		if before.Listen.Proto != u.st.Listen.Proto || before.Listen.Upstream() != u.st.Listen.Upstream() {
+			u.l.announce()
+		}
 	}
 	for addr, l := range s.listeners {
 		if !keep[addr] {
-			go l.Shutdown(context.WithoutCancel(ctx))
 			delete(s.listeners, addr)
+			s.retired = append(s.retired, l)
+			l.Close() // stop accepting now; the sessions go on
 		}
 	}
 	for _, l := range fresh {
@@ -176,10 +191,11 @@ func (s *Server) Reload(ctx context.Context, c Setup) error {
 // then closes the rest.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
-	ls := make([]*Listener, 0, len(s.listeners))
+	ls := make([]*Listener, 0, len(s.listeners)+len(s.retired))
 	for _, l := range s.listeners {
 		ls = append(ls, l)
 	}
+	ls = append(ls, s.retired...)
 	s.mu.Unlock()
 	var wg sync.WaitGroup
 	errs := make([]error, len(ls))
