@@ -10,9 +10,9 @@ import (
 	"time"
 )
 
-// Relay buffer sizes. An idle session holds only the small buffers; a
-// direction that is moving data borrows a big one from a pool for as long
-// as data keeps coming (see pump).
+// Relay buffer sizes. An idle session holds no relay buffer: each read
+// borrows a small one from a pool, and a direction that is moving data
+// borrows a big one for as long as data keeps coming (see pump).
 const (
 	smallBuf  = 2 << 10
 	bigBuf    = 128 << 10
@@ -23,7 +23,10 @@ const (
 	linger = 5 * time.Second
 )
 
-var bigPool = sync.Pool{New: func() any { b := make([]byte, bigBuf); return &b }}
+var (
+	smallPool = sync.Pool{New: func() any { b := make([]byte, smallBuf); return &b }}
+	bigPool   = sync.Pool{New: func() any { b := make([]byte, bigBuf); return &b }}
+)
 
 // ErrIdle ends a relayed session after the idle limit with no traffic in
 // either direction.
@@ -146,11 +149,14 @@ func (r *relay) end(dir string, dst, src net.Conn, err error) {
 }
 
 // pump copies src to dst, writing through w (dst itself, or a filter
-// writing to it), until src ends. An idle direction blocks on a small
-// private buffer; once a read fills it, a big pooled buffer is borrowed and
-// kept while data keeps arriving, and given back after burstHold of quiet.
+// writing to it), until src ends. An idle direction blocks reading a single
+// byte, so that an idle session holds no relay buffer; when it comes, the
+// rest of what has arrived is read behind it into a small pooled buffer and
+// written on, and the buffer goes back. Once such a read fills the small
+// buffer, a big pooled buffer is borrowed and kept while data keeps
+// arriving, and given back after burstHold of quiet.
 func (r *relay) pump(dst net.Conn, w io.Writer, src net.Conn) error {
-	small := make([]byte, smallBuf)
+	first := make([]byte, 1)
 	_, isTLS := src.(*tls.Conn)
 	var big *[]byte
 	// skip and backoff pace the coalescing wait (see drainBuffered): after
@@ -163,12 +169,24 @@ func (r *relay) pump(dst net.Conn, w io.Writer, src net.Conn) error {
 		}
 	}()
 	for {
-		buf := small
+		r.setDeadline(src, big != nil)
+		var buf []byte
+		var small *[]byte
+		var n int
+		var err error
 		if big != nil {
 			buf = *big
+			n, err = src.Read(buf)
+		} else {
+			buf = first
+			n, err = src.Read(first)
+			if n == 1 && err == nil {
+				small = smallPool.Get().(*[]byte)
+				buf = *small
+				buf[0] = first[0]
+				n, err = readRest(src, buf, 1)
+			}
 		}
-		r.setDeadline(src, big != nil)
-		n, err := src.Read(buf)
 		if n > 0 && err == nil && big != nil && isTLS {
 			if skip > 0 {
 				skip--
@@ -186,7 +204,11 @@ func (r *relay) pump(dst net.Conn, w io.Writer, src net.Conn) error {
 		if n > 0 {
 			r.touch()
 			dst.SetWriteDeadline(time.Now().Add(r.idle))
-			if _, werr := w.Write(buf[:n]); werr != nil {
+			_, werr := w.Write(buf[:n])
+			if small != nil {
+				smallPool.Put(small)
+			}
+			if werr != nil {
 				return werr
 			}
 		}
@@ -208,7 +230,7 @@ func (r *relay) pump(dst net.Conn, w io.Writer, src net.Conn) error {
 			return err
 		}
 		switch {
-		case big == nil && n == len(small):
+		case big == nil && n == smallBuf:
 			big = bigPool.Get().(*[]byte)
 		case big != nil && n < smallBuf:
 			bigPool.Put(big)
@@ -216,6 +238,23 @@ func (r *relay) pump(dst net.Conn, w io.Writer, src net.Conn) error {
 		}
 	}
 }
+
+// readRest reads what has already arrived behind the byte an idle
+// direction woke up on (buf[:n]). Usually it is there: the rest of the TCP
+// segment, or of the TLS record *tls.Conn has decrypted. Should the peer
+// have sent that one byte alone, the read gives up after restWait; a read
+// timeout is not a lasting error, not even for a *tls.Conn.
+func readRest(src net.Conn, buf []byte, n int) (int, error) {
+	src.SetReadDeadline(time.Now().Add(restWait))
+	m, err := src.Read(buf[n:])
+	if IsTimeout(err) {
+		err = nil
+	}
+	return n + m, err
+}
+
+// restWait bounds how long readRest waits for bytes that have not come.
+const restWait = time.Millisecond
 
 // drainBuffered adds more TLS records to buf[:n] before the relay writes
 // them on, for as long as each arrives within coalesceWait and a whole
