@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
 	"slices"
@@ -473,5 +474,31 @@ func TestRefusedRealTimer(t *testing.T) {
 	if evs := events(t, buf.String()); len(evs) != 2 || evs[1]["count"] != 2.0 {
 		t.Errorf("events %v", evs)
 	}
+	a.Close()
+}
+
+// BenchmarkRefusedSuppressed is the cost of a refusal that is only counted:
+// what every connection of a flood costs past the first of its interval.
+func BenchmarkRefusedSuppressed(b *testing.B) {
+	a := NewAudit(io.Discard, slog.LevelInfo) // the real clock
+	err := outside(lan)
+	a.Refused(floodLn, IMAP, lan, err)
+	b.ReportAllocs()
+	for b.Loop() {
+		a.Refused(floodLn, IMAP, lan, err)
+	}
+	a.Close()
+}
+
+func BenchmarkRefusedSuppressedParallel(b *testing.B) {
+	a := NewAudit(io.Discard, slog.LevelInfo) // the real clock
+	err := outside(lan)
+	a.Refused(floodLn, IMAP, lan, err)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			a.Refused(floodLn, IMAP, lan, err)
+		}
+	})
 	a.Close()
 }
