@@ -34,12 +34,18 @@ const (
 // None takes a credential or message content, and none accepts free-form
 // attributes, so neither can reach the log.
 type Audit struct {
-	log *slog.Logger
+	log     *slog.Logger
+	refused *refusals // aggregates Refused (flood.go)
 }
 
 // NewAudit returns an Audit writing JSON lines to w at level and above.
+// Call Close when done with it, to write the counts of refusals it holds
+// back (Refused).
 func NewAudit(w io.Writer, level slog.Level) *Audit {
-	return &Audit{log: slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))}
+	return &Audit{
+		log:     slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level})),
+		refused: newRefusals(),
+	}
 }
 
 // Discard is an Audit that writes nothing.
