@@ -173,20 +173,22 @@ func newID() string {
 func (l *Listener) handle(ctx context.Context, c net.Conn) {
 	st := l.Settings()
 	proto := st.Listen.Proto
-	id := newID()
-	audit := l.Audit.Session(id, proto)
 	remote, _ := netip.ParseAddrPort(c.RemoteAddr().String())
 
+	// Refusals before a session starts are aggregated per client and kind
+	// (policy.Audit.Refused), so that a flood cannot fill the disk.
 	if !st.Listen.Access.Admits(remote.Addr()) {
-		audit.Denied(policy.Deny(policy.ReasonRemoteClient, remote.Addr().Unmap().String(),
+		l.Audit.Refused(st.Listen.Address, proto, remote.Addr(), policy.Deny(policy.ReasonRemoteClient, remote.Addr().Unmap().String(),
 			"client %v is not in allow_clients of listener %s", remote.Addr().Unmap(), st.Listen.Address))
 		l.refuse(c, st.Front, policy.ReasonRemoteClient, "mailproxy does not serve this address")
 		return
 	}
+	id := newID()
+	audit := l.Audit.Session(id, proto)
 	s := &Session{ID: id, Proto: proto, Settings: st, Audit: audit, Dialer: l.Dialer, Remote: remote, start: time.Now()}
 	evict, refusal := l.admission.admit(s, st.Listen, st.Limits)
 	if refusal != "" {
-		audit.Denied(policy.Deny(policy.ReasonLimit, "", "%s", refusal))
+		l.Audit.Refused(st.Listen.Address, proto, remote.Addr(), policy.Deny(policy.ReasonLimit, "", "%s", refusal))
 		l.refuse(c, st.Front, policy.ReasonLimit, "too many connections, try again later")
 		return
 	}

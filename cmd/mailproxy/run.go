@@ -56,6 +56,7 @@ func runCmd(args []string, stdout, stderr io.Writer) int {
 		return exitFailure
 	}
 	defer closer.Close()
+	defer audit.Close() // pending refusal counts, before the file closes
 
 	// Signals are caught before any listener is up: a SIGHUP sent as soon
 	// as listener.start appears must reload, not kill.
