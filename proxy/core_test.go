@@ -426,7 +426,7 @@ func BenchmarkPreloginSessionMemory(b *testing.B) {
 	pki := testkit.NewPKI(b)
 	addr, _ := countingProvider(b)
 	p := proxytest.StartProxy(b, imap.Front{}, policy.IMAP, proxytest.Provider(pki, "example", endpoint(policy.IMAP, addr)), nil,
-		func(st *proxy.Settings) { st.Listen.MaxSessions = 2 * n })
+		func(st *proxy.Settings) { st.Listen.MaxSessions, st.Limits.MaxSessionsPerClient = 4*n, 2*n })
 	heap := func() uint64 {
 		var m runtime.MemStats
 		runtime.GC()
@@ -442,7 +442,9 @@ func BenchmarkPreloginSessionMemory(b *testing.B) {
 				b.Fatal(err)
 			}
 			br := bufio.NewReader(c)
-			br.ReadString('\n') // the greeting
+			if g, _ := br.ReadString('\n'); !strings.HasPrefix(g, "* OK") {
+				b.Fatalf("session %d was not served: %q", len(conns), g)
+			}
 			if send != "" {
 				io.WriteString(c, send)
 				br.ReadString('\n') // "+ Ready"
