@@ -448,3 +448,103 @@ func TestReloadOnSIGHUP(t *testing.T) {
 		t.Errorf("exit: %v", err)
 	}
 }
+
+// TestReloadNeverBlocks: with an IMAP session open, a SIGHUP that changes
+// its listener to POP3 applies at once (the old session goes on); a SIGHUP
+// onto a taken address changes nothing (every port still answers as
+// before); SIGTERM then ends the process within the grace period.
+func TestReloadNeverBlocks(t *testing.T) {
+	first, second, up := freeAddr(t), freeAddr(t), freeAddr(t)
+	conf := func(proto1 string, extra ...string) string {
+		s := fmt.Sprintf(`[[provider]]
+name = "p"
+hosts = ["127.0.0.1"]
+imap = "imaps://%s"
+pop3 = "pop3s://%s"
+allow_private_addresses = true
+
+[[listen]]
+protocol = %q
+address = %q
+provider = "p"
+
+[[listen]]
+protocol = "pop3"
+address = %q
+provider = "p"
+`, up, up, proto1, first, second)
+		for _, a := range extra {
+			s += fmt.Sprintf("\n[[listen]]\nprotocol = \"imap\"\naddress = %q\nprovider = \"p\"\n", a)
+		}
+		return s
+	}
+	path := writeFile(t, "reload.toml", conf("imap"))
+	p := startProcess(t, "run", "-config", path)
+	p.wait(`"msg":"listener.start"`)
+	p.wait(`"msg":"listener.start"`)
+	greeting := func(addr string) string {
+		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			return "refused: " + err.Error()
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		l, _ := bufio.NewReader(c).ReadString('\n')
+		return l
+	}
+	old, err := net.Dial("tcp", first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	old.SetDeadline(time.Now().Add(20 * time.Second))
+	oldR := bufio.NewReader(old)
+	oldR.ReadString('\n') // the IMAP greeting
+
+	os.WriteFile(path, []byte(conf("pop3")), 0o644)
+	begin := time.Now()
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	if l := p.wait(`"msg":"config.reload"`); !strings.Contains(l, `"result":"ok"`) {
+		t.Fatalf("reload: %s", l)
+	}
+	if d := time.Since(begin); d > 2*time.Second {
+		t.Errorf("the reload took %v with a session open", d)
+	}
+	if g := greeting(first); !strings.HasPrefix(g, "+OK") {
+		t.Errorf("after the reload %s greets %q, want POP3", first, g)
+	}
+	fmt.Fprintf(old, "a NOOP\r\n")
+	if l, _ := oldR.ReadString('\n'); !strings.HasPrefix(l, "a OK") {
+		t.Errorf("the IMAP session open before the reload: %q", l)
+	}
+
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	os.WriteFile(path, []byte(conf("imap", busy.Addr().String())), 0o644)
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	if l := p.wait(`"msg":"config.reload"`); !strings.Contains(l, `"result":"refused"`) {
+		t.Fatalf("a reload onto a taken address: %s", l)
+	}
+	if g := greeting(first); !strings.HasPrefix(g, "+OK") {
+		t.Errorf("after a refused reload %s greets %q, want POP3 as before", first, g)
+	}
+	if g := greeting(second); !strings.HasPrefix(g, "+OK") {
+		t.Errorf("after a refused reload %s greets %q", second, g)
+	}
+
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	time.AfterFunc(time.Second, func() { old.Close() }) // the app leaves
+	done := make(chan error, 1)
+	go func() { done <- p.cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("exit: %v", err)
+		}
+	case <-time.After(shutdownGrace + 5*time.Second):
+		t.Fatal("SIGTERM did not end the process within the grace period")
+	}
+}
