@@ -188,7 +188,7 @@ func MatchHost(pattern, host string) bool {
 	}
 	if rest, ok := strings.CutPrefix(pattern, "*."); ok {
 		label, parent, found := strings.Cut(host, ".")
-		return found && label != "" && parent == rest
+		return found && validLabel(label) && parent == rest
 	}
 	return pattern == host
 }
