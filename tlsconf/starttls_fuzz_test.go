@@ -188,7 +188,7 @@ func FuzzReadServerHello(f *testing.F) {
 		if read := len(raw) - r.Len(); read > 5+1<<14+2048 {
 			t.Fatalf("readServerHello read %d bytes", read)
 		}
-		if raw != nil && len(raw) > 5 && raw[0] == 0x16 {
+		if len(raw) > 5 && raw[0] == 0x16 {
 			n := int(binary.BigEndian.Uint16(raw[3:5]))
 			if read := len(raw) - r.Len(); n <= len(raw)-5 && n <= 1<<14+2048 && read != 5+n {
 				t.Fatalf("readServerHello read %d bytes of a %d-byte record", read, 5+n)
