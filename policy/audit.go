@@ -157,13 +157,14 @@ func (s *SessionAudit) Auth(user string, ok bool) {
 }
 
 // Escape makes text the app chose (a user name) safe to show in one log
-// field: control characters, backslashes and invalid UTF-8 become Go
-// escapes (\x00, \n, \\), so that what is printed says exactly what was
-// sent, and nothing can forge or split a line.
+// field: control characters (C0 and C1), other non-graphic runes (line
+// separators, bidirectional overrides), backslashes and invalid UTF-8
+// become Go escapes (\x00, \n, \u202e, \\), so that what is printed says
+// exactly what was sent, and nothing can forge or split a line.
 func Escape(s string) string {
 	clean := true
 	for i, r := range s {
-		if r < 0x20 || r == 0x7f || r == '\\' || (r == utf8.RuneError && !strings.HasPrefix(s[i:], "\uFFFD")) {
+		if !strconv.IsGraphic(r) || r == '\\' || (r == utf8.RuneError && !strings.HasPrefix(s[i:], "\uFFFD")) {
 			clean = false
 			break
 		}

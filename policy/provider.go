@@ -93,6 +93,11 @@ func ParseEndpoint(raw string) (Endpoint, error) {
 	if !validHostName(host) {
 		return Endpoint{}, fmt.Errorf("%q: %q is not a valid host name", raw, u.Hostname())
 	}
+	if a, err := netip.ParseAddr(host); err == nil && a.Zone() != "" {
+		// A zone names an interface of this machine, not a provider; and
+		// String could not write it back as the same URL.
+		return Endpoint{}, fmt.Errorf("%q: an endpoint address cannot name a network interface (%%%s)", raw, a.Zone())
+	}
 	port := sch.port
 	if p := u.Port(); p != "" {
 		n, err := strconv.ParseUint(p, 10, 16)
@@ -188,7 +193,7 @@ func MatchHost(pattern, host string) bool {
 	}
 	if rest, ok := strings.CutPrefix(pattern, "*."); ok {
 		label, parent, found := strings.Cut(host, ".")
-		return found && label != "" && parent == rest
+		return found && validLabel(label) && parent == rest
 	}
 	return pattern == host
 }

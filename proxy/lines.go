@@ -42,7 +42,12 @@ func readLine(br *bufio.Reader, max int, take func(n int) error) ([]byte, error)
 			return line, err
 		}
 	}
-	return trimEOL(line), nil
+	// The check above allows for a CRLF; a line ended by LF alone must
+	// not use the CR's byte.
+	if line = trimEOL(line); len(line) > max {
+		return nil, ErrLineTooLong
+	}
+	return line, nil
 }
 
 // The provider's side of a line-based login (IMAP, POP3): commands out,

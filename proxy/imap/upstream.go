@@ -83,7 +83,7 @@ func (u *upstream) response() (first string, raw []byte, err error) {
 		if !ok {
 			return first, raw, nil
 		}
-		if i == maxUpstreamLines || len(raw)+n > maxUpstreamResponse {
+		if i == maxUpstreamLines || n > maxUpstreamResponse-len(raw) { // len(raw)+n may overflow
 			return "", nil, &proxy.ProviderError{Msg: "the provider's response is too long"}
 		}
 		lit := make([]byte, n)
