@@ -105,6 +105,7 @@ func (d *doc) limits(le *LimitsEntry, l *proxy.Limits, add func(*Error)) {
 	}{
 		{"max_sessions", int64(le.MaxSessions), 1, 100000, func(v int64) { l.MaxSessions = int(v) }},
 		{"max_sessions_per_client", int64(le.MaxPerClient), 1, 100000, func(v int64) { l.MaxSessionsPerClient = int(v) }},
+		{"sessions_per_minute_per_client", int64(le.RatePerClient), 1, 1000000, func(v int64) { l.SessionsPerMinutePerClient = int(v) }},
 		{"max_line", int64(le.MaxLine), 1024, 1 << 20, func(v int64) { l.MaxLine = int(v) }},
 		{"max_literal", int64(le.MaxLiteral), 1024, 16 << 20, func(v int64) { l.MaxLiteral = int(v) }},
 		{"max_prelogin", int64(le.MaxPrelogin), 4096, 16 << 20, func(v int64) { l.MaxPrelogin = int(v) }},

@@ -41,6 +41,7 @@ type LogEntry struct {
 type LimitsEntry struct {
 	MaxSessions    int    `toml:"max_sessions"`
 	MaxPerClient   int    `toml:"max_sessions_per_client"`
+	RatePerClient  int    `toml:"sessions_per_minute_per_client"`
 	PreauthTimeout string `toml:"preauth_timeout"`
 	IdleTimeout    string `toml:"idle_timeout"`
 	CommandTimeout string `toml:"command_timeout"`
@@ -84,7 +85,7 @@ type ListenEntry struct {
 var knownKeys = map[string][]string{
 	"":         {"log", "limits", "provider", "listen"},
 	"log":      {"audit", "level"},
-	"limits":   {"max_sessions", "max_sessions_per_client", "preauth_timeout", "idle_timeout", "command_timeout", "dial_timeout", "max_line", "max_literal", "max_prelogin", "max_message_size", "max_recipients"},
+	"limits":   {"max_sessions", "max_sessions_per_client", "sessions_per_minute_per_client", "preauth_timeout", "idle_timeout", "command_timeout", "dial_timeout", "max_line", "max_literal", "max_prelogin", "max_message_size", "max_recipients"},
 	"provider": {"name", "hosts", "domains", "imap", "pop3", "smtp", "ca_file", "pins", "min_tls", "max_tls", "allow_private_addresses"},
 	"listen":   {"protocol", "address", "provider", "local_security", "allow_clients", "allow_plaintext_auth", "max_sessions", "local_cert", "local_key"},
 }

@@ -92,6 +92,10 @@ func (e *env) startMailproxy(name string, underStrace bool) (mp *mailproxy, err 
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "# Written by the mailproxy e2e suite.\n[log]\naudit = %q\nlevel = \"info\"\n", mp.audit.path)
+	// Every client of the suite is 127.0.0.1, and the benchmarks start
+	// hundreds of sessions a minute: the per-client rate is raised (its
+	// default is tested in proxy/).
+	fmt.Fprintf(&b, "\n[limits]\nsessions_per_minute_per_client = 1000000\n")
 	for _, mode := range modes {
 		fmt.Fprintf(&b, "\n[[provider]]\nname = \"provider-%s\"\nhosts = [\"127.0.0.1\"]\n", mode)
 		for _, proto := range []string{"imap", "pop3", "smtp"} {

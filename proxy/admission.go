@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sync"
+	"time"
 )
 
 // Admission: which apps a listener serves when it is busy.
@@ -15,7 +16,11 @@ import (
 //     addresses included, so that one local program cannot take every
 //     slot;
 //   - at most half of max_sessions before login, so that strangers that
-//     never log in cannot take the slots of apps that do.
+//     never log in cannot take the slots of apps that do;
+//   - sessions_per_minute_per_client new sessions from one client, with
+//     that many at once, so that a program that connects and hangs up as
+//     fast as it can does not write a full audit record per attempt (its
+//     refusals are aggregated, policy.Audit.Refused).
 //
 // When the listener is full (in all, or before login), a new app is not
 // simply turned away: if another client holds more sessions before login
@@ -31,6 +36,63 @@ type admission struct {
 	total    int
 	prelogin int
 	clients  map[netip.Prefix]*clientSessions
+	// rates hold each recent client's allowance of new sessions (a token
+	// bucket: sessions_per_minute_per_client tokens, one back every
+	// 60/that seconds). A full bucket is forgotten.
+	rates map[netip.Prefix]*allowance
+	now   func() time.Time // time.Now; tests set it
+}
+
+// allowance is a client's token bucket of new sessions.
+type allowance struct {
+	tokens float64
+	at     time.Time
+}
+
+// maxRates bounds the clients whose allowance is remembered; past it the
+// rest share one (the zero Prefix), so that many addresses cannot grow
+// the map without bound.
+const maxRates = 4096
+
+// spend takes one new session from key's allowance, or says it has none
+// left; the lock is held.
+func (a *admission) spend(key netip.Prefix, perMinute int) bool {
+	now := time.Now()
+	if a.now != nil {
+		now = a.now()
+	}
+	if a.rates == nil {
+		a.rates = map[netip.Prefix]*allowance{}
+	}
+	capacity, rate := float64(perMinute), float64(perMinute)/60
+	refill := func(b *allowance) {
+		b.tokens = min(capacity, b.tokens+now.Sub(b.at).Seconds()*rate)
+		b.at = now
+	}
+	b := a.rates[key]
+	if b == nil {
+		if len(a.rates) >= maxRates {
+			for k, old := range a.rates {
+				if refill(old); old.tokens >= capacity {
+					delete(a.rates, k)
+				}
+			}
+		}
+		if len(a.rates) >= maxRates {
+			key = netip.Prefix{}
+			b = a.rates[key]
+		}
+		if b == nil {
+			b = &allowance{tokens: capacity, at: now}
+			a.rates[key] = b
+		}
+	}
+	refill(b)
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
 }
 
 // clientSessions are one client's sessions.
@@ -67,6 +129,9 @@ func (a *admission) admit(s *Session, l ListenSpec, lim Limits) (evict *Session,
 	perClient := min(lim.MaxSessionsPerClient, l.MaxSessions)
 	if mine.sessions >= perClient {
 		return nil, fmt.Sprintf("client %v already has %d sessions on listener %s (max_sessions_per_client)", key, mine.sessions, l.Address)
+	}
+	if !a.spend(key, lim.SessionsPerMinutePerClient) {
+		return nil, fmt.Sprintf("client %v started more than %d sessions a minute on listener %s (sessions_per_minute_per_client)", key, lim.SessionsPerMinutePerClient, l.Address)
 	}
 	maxPrelogin := max(1, l.MaxSessions/2)
 	if a.total >= l.MaxSessions || a.prelogin >= maxPrelogin {

@@ -3,11 +3,12 @@ package proxy
 import (
 	"net/netip"
 	"testing"
+	"time"
 )
 
 func TestAdmission(t *testing.T) {
 	spec := ListenSpec{Address: "127.0.0.1:1143", MaxSessions: 6} // 3 may wait before login
-	lim := Limits{MaxSessionsPerClient: 3}
+	lim := Limits{MaxSessionsPerClient: 3, SessionsPerMinutePerClient: 1000}
 	var a admission
 	from := func(ip string) *Session {
 		return &Session{Remote: netip.AddrPortFrom(netip.MustParseAddr(ip), 40000)}
@@ -69,5 +70,44 @@ func TestAdmission(t *testing.T) {
 	}
 	if total, pre := a.counts(); total != 0 || pre != 0 || len(a.clients) != 0 {
 		t.Errorf("after every session ended: %d/%d, %d clients", total, pre, len(a.clients))
+	}
+}
+
+// TestAdmissionRate: a client may start sessions_per_minute_per_client
+// sessions at once, then one every 60/that seconds; its allowance is its
+// own, and forgotten once full.
+func TestAdmissionRate(t *testing.T) {
+	spec := ListenSpec{Address: "127.0.0.1:1143", MaxSessions: 100}
+	lim := Limits{MaxSessionsPerClient: 100, SessionsPerMinutePerClient: 60}
+	now := time.Unix(1000, 0)
+	a := admission{now: func() time.Time { return now }}
+	start := func(ip string) bool {
+		s := &Session{Remote: netip.AddrPortFrom(netip.MustParseAddr(ip), 40000)}
+		_, refusal := a.admit(s, spec, lim)
+		a.done(s) // connects and hangs up at once
+		return refusal == ""
+	}
+	for i := range 60 {
+		if !start("127.0.0.1") {
+			t.Fatalf("session %d of the first 60 was refused", i+1)
+		}
+	}
+	if start("127.0.0.1") {
+		t.Error("the 61st session within the same instant was admitted")
+	}
+	if !start("127.0.0.2") {
+		t.Error("another client was refused: allowances are per client")
+	}
+	now = now.Add(time.Second)
+	if !start("127.0.0.1") || start("127.0.0.1") {
+		t.Error("after a second, want exactly one more session")
+	}
+	now = now.Add(2 * time.Minute)
+	for i := range maxRates + 100 { // many clients: the map stays bounded
+		now = now.Add(time.Millisecond)
+		start(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}).String())
+	}
+	if len(a.rates) > maxRates+1 { // +1: the allowance the rest share
+		t.Errorf("%d allowances remembered, want at most %d", len(a.rates), maxRates+1)
 	}
 }

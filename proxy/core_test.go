@@ -426,7 +426,9 @@ func BenchmarkPreloginSessionMemory(b *testing.B) {
 	pki := testkit.NewPKI(b)
 	addr, _ := countingProvider(b)
 	p := proxytest.StartProxy(b, imap.Front{}, policy.IMAP, proxytest.Provider(pki, "example", endpoint(policy.IMAP, addr)), nil,
-		func(st *proxy.Settings) { st.Listen.MaxSessions, st.Limits.MaxSessionsPerClient = 4*n, 2*n })
+		func(st *proxy.Settings) {
+			st.Listen.MaxSessions, st.Limits.MaxSessionsPerClient, st.Limits.SessionsPerMinutePerClient = 4*n, 2*n, 1e6
+		})
 	heap := func() uint64 {
 		var m runtime.MemStats
 		runtime.GC()

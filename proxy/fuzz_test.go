@@ -49,6 +49,7 @@ func FuzzPrelogin(f *testing.F) {
 		st.Limits.MaxPrelogin = 8 << 10
 		st.Limits.MaxLine = 1024
 		st.Limits.MaxLiteral = 4096
+		st.Limits.SessionsPerMinutePerClient = 1e6 // a session per input
 	}
 	imapProxy := proxytest.StartProxy(f, fronts[0].front, policy.IMAP, proxytest.Provider(pki, "example", "imaps://"+provider), nil, small)
 	pop3Proxy := proxytest.StartProxy(f, fronts[1].front, policy.POP3, proxytest.Provider(pki, "example", "pop3s://"+provider), nil, small)

@@ -24,12 +24,15 @@ type Limits struct {
 	// MaxSessionsPerClient bounds one client's concurrent sessions on a
 	// listener (20); see admission.go for the whole rule.
 	MaxSessionsPerClient int
-	PreauthTimeout       time.Duration // from connect to login (60s)
-	IdleTimeout          time.Duration // after login, no traffic either way (35m, above IMAP's 29-minute IDLE)
-	CommandTimeout       time.Duration // one exchange with the provider, one SMTP command of the app (5m)
-	DialTimeout          time.Duration // connecting to the provider: TCP, STARTTLS and handshake together (30s)
-	MaxLine              int           // one command line before login (8 KiB)
-	MaxLiteral           int           // one IMAP literal before login (64 KiB)
+	// SessionsPerMinutePerClient bounds how fast one client may start
+	// sessions on a listener (60: one a second, sixty at once).
+	SessionsPerMinutePerClient int
+	PreauthTimeout             time.Duration // from connect to login (60s)
+	IdleTimeout                time.Duration // after login, no traffic either way (35m, above IMAP's 29-minute IDLE)
+	CommandTimeout             time.Duration // one exchange with the provider, one SMTP command of the app (5m)
+	DialTimeout                time.Duration // connecting to the provider: TCP, STARTTLS and handshake together (30s)
+	MaxLine                    int           // one command line before login (8 KiB)
+	MaxLiteral                 int           // one IMAP literal before login (64 KiB)
 	// MaxPrelogin bounds all the app's bytes mailproxy reads before
 	// login, every line and literal of every command summed (64 KiB): the
 	// ceiling of what an app can make mailproxy hold before it logs in.
@@ -40,16 +43,17 @@ type Limits struct {
 
 // DefaultLimits are the values a zero Limits field stands for.
 var DefaultLimits = Limits{
-	MaxSessions:          100,
-	MaxSessionsPerClient: 20,
-	PreauthTimeout:       60 * time.Second,
-	IdleTimeout:          35 * time.Minute,
-	CommandTimeout:       5 * time.Minute,
-	DialTimeout:          30 * time.Second,
-	MaxLine:              8 << 10,
-	MaxLiteral:           64 << 10,
-	MaxPrelogin:          64 << 10,
-	MaxRecipients:        100,
+	MaxSessions:                100,
+	MaxSessionsPerClient:       20,
+	SessionsPerMinutePerClient: 60,
+	PreauthTimeout:             60 * time.Second,
+	IdleTimeout:                35 * time.Minute,
+	CommandTimeout:             5 * time.Minute,
+	DialTimeout:                30 * time.Second,
+	MaxLine:                    8 << 10,
+	MaxLiteral:                 64 << 10,
+	MaxPrelogin:                64 << 10,
+	MaxRecipients:              100,
 }
 
 // WithDefaults returns l with every zero (or negative) field replaced by
@@ -68,6 +72,7 @@ func (l Limits) WithDefaults() Limits {
 	}
 	pick(&l.MaxSessions, d.MaxSessions)
 	pick(&l.MaxSessionsPerClient, d.MaxSessionsPerClient)
+	pick(&l.SessionsPerMinutePerClient, d.SessionsPerMinutePerClient)
 	pickDur(&l.PreauthTimeout, d.PreauthTimeout)
 	pickDur(&l.IdleTimeout, d.IdleTimeout)
 	pickDur(&l.CommandTimeout, d.CommandTimeout)

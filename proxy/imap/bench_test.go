@@ -242,6 +242,7 @@ audit = %q
 [limits]
 max_sessions = %d
 max_sessions_per_client = %d
+sessions_per_minute_per_client = 1000000
 [[provider]]
 name = "bench"
 hosts = ["127.0.0.1"]
