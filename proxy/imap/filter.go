@@ -92,7 +92,10 @@ func referralHost(u string) string {
 	if !ok {
 		return ""
 	}
-	if i := strings.IndexByte(rest, '/'); i >= 0 {
+	// The authority ends at the first '/', '?' or '#', as an app's URL
+	// parser would have it: "imap://evil.example?@mail.provider" sends the
+	// app to evil.example, whatever follows.
+	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
 		rest = rest[:i]
 	}
 	if i := strings.LastIndexByte(rest, '@'); i >= 0 {
