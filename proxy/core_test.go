@@ -333,6 +333,7 @@ func pop3Refusals() []refusal {
 }
 
 func smtpRefusals() []refusal {
+	lan := func(st *proxy.Settings) { st.Listen.Access.Loopback = false }
 	short := func(st *proxy.Settings) { st.Limits.PreauthTimeout = 300 * time.Millisecond }
 	auth := func(pass string) func(c *testkit.Conn) {
 		return func(c *testkit.Conn) {
@@ -348,6 +349,7 @@ func smtpRefusals() []refusal {
 	return []refusal{
 		{"LF in the password", nil, nil, auth("se\ncret"), "input"},
 		{"provider unreachable", nil, nil, auth("secret"), ""},
+		{"plaintext login on a LAN listener", nil, lan, auth("secret"), "plaintext_auth"},
 		{"provider has no mechanism", scriptedProvider("220 hi", "<", "250-hi", "250 SIZE 1000"), nil, auth("secret"), ""},
 		{"wrong password", scriptedProvider("220 hi", "<", "250-hi", "250 AUTH PLAIN", "<", "535 5.7.8 no"), nil, auth("secret"), ""},
 		{"over-long line", nil, nil, func(c *testkit.Conn) {

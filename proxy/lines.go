@@ -114,6 +114,13 @@ func (s *Session) PlaintextAuthAllowed() bool {
 	return s.Settings.Listen.Access.PlaintextAuth(s.ClientIsTLS())
 }
 
+// DenyPlaintextAuth audits a login the app tried without TLS on a listener
+// where PlaintextAuthAllowed is false; the front then answers with its
+// protocol's refusal.
+func (s *Session) DenyPlaintextAuth() {
+	s.Deny(policy.ReasonPlaintextAuth, "", "the app tried to log in without TLS on LAN listener %s (allow_plaintext_auth is off)", s.Settings.Listen.Address)
+}
+
 // StartLocalTLS performs the TLS handshake with the app (local STARTTLS, or
 // a listener with local_security = "tls") and makes the TLS connection the
 // session's client connection. br must hold no unread bytes: anything the

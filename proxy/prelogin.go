@@ -49,12 +49,6 @@ type LimitError struct {
 
 func (e *LimitError) Error() string { return e.Detail }
 
-// ErrLimit matches any *LimitError with errors.Is.
-var ErrLimit = errors.New("a pre-login limit was exceeded")
-
-// Is makes errors.Is(err, ErrLimit) true.
-func (e *LimitError) Is(target error) bool { return target == ErrLimit }
-
 // Prelogin is the app's connection before login, as a line-based front
 // sees it.
 type Prelogin struct {

@@ -130,7 +130,7 @@ func (f *session) handle(ctx context.Context, c *command) (done bool, err error)
 
 // privacyRequired refuses a login without TLS on a LAN listener, audited.
 func (f *session) privacyRequired(tag string) error {
-	f.s.Deny(policy.ReasonPlaintextAuth, "", "the app tried to log in without TLS on LAN listener %s (allow_plaintext_auth is off)", f.s.Settings.Listen.Address)
+	f.s.DenyPlaintextAuth()
 	return f.write("%s NO [PRIVACYREQUIRED] Use STARTTLS before logging in on this listener\r\n", tag)
 }
 

@@ -94,7 +94,7 @@ func (f *session) handle(ctx context.Context, line string) (done bool, err error
 	case "USER", "PASS", "AUTH":
 		if !f.s.PlaintextAuthAllowed() {
 			f.user, f.hasUser = "", false
-			f.s.Deny(policy.ReasonPlaintextAuth, "", "the app tried to log in without TLS on LAN listener %s (allow_plaintext_auth is off)", f.s.Settings.Listen.Address)
+			f.s.DenyPlaintextAuth()
 			return false, f.write("-ERR [AUTH] Use STLS before logging in on this listener\r\n")
 		}
 		switch keyword {

@@ -109,6 +109,10 @@ func (c *appConn) overBudget() {
 // arrives here as one Write.
 const tooLong = "500 5.4.0 Too long line, closing connection\r\n"
 
+// tlsRequired is go-smtp's refusal of AUTH before STARTTLS on a listener
+// that may not take a password in plaintext (AllowInsecureAuth false).
+const tlsRequired = "523 5.7.10 "
+
 // tooManyErrors starts go-smtp's reply when it closes the connection after
 // repeated protocol errors.
 const tooManyErrors = "500 5.5.1 Too many errors"
@@ -123,6 +127,8 @@ func (c *appConn) Write(b []byte) (int, error) {
 	switch {
 	case string(b) == tooLong && !c.longLine.Swap(true):
 		c.s.Deny(policy.ReasonLimit, "", "the app sent a command line over %d bytes", max(minLineLength, c.s.Settings.Limits.MaxLine))
+	case strings.HasPrefix(string(b), tlsRequired):
+		c.s.DenyPlaintextAuth()
 	case strings.HasPrefix(string(b), tooManyErrors):
 		c.s.Deny(policy.ReasonLimit, "", "the app sent too many commands in error (go-smtp closes the connection after 3)")
 	}

@@ -403,6 +403,10 @@ func TestPlaintextAuthRefused(t *testing.T) {
 	if a := prov.authsSeen(); len(a) != 0 {
 		t.Errorf("the provider saw %d logins from a plaintext AUTH", len(a))
 	}
+	// The refusal is on record.
+	if d := p.Audit.WaitFor(t, "policy.denied", 1); d[0]["reason"] != "plaintext_auth" {
+		t.Errorf("policy.denied %v, want reason plaintext_auth", d[0])
+	}
 
 	roots := x509.NewCertPool()
 	roots.AddCert(pki.CA.Cert)
