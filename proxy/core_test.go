@@ -675,3 +675,42 @@ func TestReloadIsAtomic(t *testing.T) {
 		t.Errorf("%d listener.start events for %s, want 2 (IMAP, then POP3)", starts, a)
 	}
 }
+
+// TestLoginAttemptsPerSession: a session may try MaxLoginAttempts logins;
+// the next ends it with a limit on record, on every front, so that one
+// connection cannot make the provider check password after password.
+func TestLoginAttemptsPerSession(t *testing.T) {
+	goodbye := map[policy.Proto]string{policy.IMAP: "* BYE [LIMIT] too many login attempts*", policy.POP3: "-ERR [SYS/PERM] too many login attempts*", policy.SMTP: "421 4.7.0 Too many login attempts*"}
+	for _, fr := range fronts {
+		t.Run(string(fr.proto), func(t *testing.T) {
+			pki := testkit.NewPKI(t)
+			var dialled atomic.Int32
+			addr := testkit.Scripted(t, pki.ServerConfig(), func(c *testkit.Conn) {
+				dialled.Add(1)
+				c.C.(*tls.Conn).Handshake() // and hang up: the login fails
+			})
+			p := proxytest.StartProxy(t, fr.front, fr.proto, proxytest.Provider(pki, "example", endpoint(fr.proto, addr)), nil)
+			c := testkit.Dial(t, p.Addr)
+			c.Line()
+			c.SendRaw(fr.hello)
+			for range proxy.MaxLoginAttempts + 1 {
+				c.SendRaw(fr.login("alice", "secret"))
+			}
+			c.ExpectUntil(goodbye[fr.proto])
+			c.ExpectClosed(5 * time.Second)
+			p.Audit.WaitFor(t, "session.end", 1)
+			if n := dialled.Load(); n != proxy.MaxLoginAttempts {
+				t.Errorf("%d provider connections, want %d", n, proxy.MaxLoginAttempts)
+			}
+			limits := 0
+			for _, d := range p.Audit.Find(t, "policy.denied") {
+				if d["reason"] == "limit" && strings.Contains(d["detail"].(string), "log in more than") {
+					limits++
+				}
+			}
+			if limits != 1 {
+				t.Errorf("%d limit refusals for the extra login, want 1:\n%s", limits, p.Audit.String())
+			}
+		})
+	}
+}

@@ -60,7 +60,14 @@ func CheckCredentials(c Credentials) error {
 	return nil
 }
 
+// MaxLoginAttempts bounds the logins one session may try, whatever their
+// outcome: apps try once, or twice (PLAIN, then LOGIN), and a session that
+// keeps trying is guessing. The next attempt ends the session (a limit).
+const MaxLoginAttempts = 5
+
 // LoginUpstream logs the app in at its provider:
+//   - a session's attempt past MaxLoginAttempts: *LimitError, which ends
+//     the session (ServeLines, or the SMTP front) with a limit on record;
 //   - credentials with NUL, CR or LF: *InputError, audited (reason input);
 //   - a login the policy does not route: *RouteError, audited;
 //   - a provider that cannot be reached, is refused by the policy, or
@@ -70,6 +77,18 @@ func CheckCredentials(c Credentials) error {
 //
 // On ok the connection is the front's, to relay; otherwise it is closed.
 func (s *Session) LoginUpstream(ctx context.Context, creds Credentials, login Login) (bool, error) {
+	s.mu.Lock()
+	s.attempts++
+	attempts := s.attempts
+	s.mu.Unlock()
+	if attempts > MaxLoginAttempts {
+		// Each attempt may cost a connection to the provider and counts
+		// towards its lockout of the account: the session ends.
+		return false, &LimitError{
+			Detail: fmt.Sprintf("the app tried to log in more than %d times in one session", MaxLoginAttempts),
+			Say:    "too many login attempts",
+		}
+	}
 	if err := CheckCredentials(creds); err != nil {
 		s.Deny(policy.ReasonInput, "", "user \"%s\": %v; nothing was sent to the provider", policy.Escape(creds.Username), err)
 		return false, &InputError{Text: err.Error() + "; mailproxy does not pass such credentials on"}

@@ -45,6 +45,9 @@ type LineFront interface {
 type LimitError struct {
 	// Detail names the bound, for the audit log.
 	Detail string
+	// Say is what the app is told, in the front's goodbye; empty means
+	// "too much input before login".
+	Say string
 }
 
 func (e *LimitError) Error() string { return e.Detail }
@@ -89,7 +92,11 @@ func (p *Prelogin) end(f LineFront, err error) error {
 	var le *LimitError
 	switch {
 	case errors.As(err, &le):
-		p.Printf("%s", f.Goodbye(true, "too much input before login"))
+		say := le.Say
+		if say == "" {
+			say = "too much input before login"
+		}
+		p.Printf("%s", f.Goodbye(true, say))
 		return p.s.Deny(policy.ReasonLimit, "", "%s", le.Detail)
 	case IsTimeout(err):
 		p.Printf("%s", f.Goodbye(false, fmt.Sprintf("no login within %v", p.s.Settings.Limits.PreauthTimeout)))

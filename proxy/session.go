@@ -40,6 +40,8 @@ type Session struct {
 	// one before login).
 	loggedIn bool
 	onLogin  func()
+	// attempts counts the session's logins (LoginUpstream).
+	attempts int
 	// admitted is the listener admission's: the session holds a slot.
 	admitted bool
 	// loginErr is the last login attempt that failed without the

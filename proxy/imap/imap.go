@@ -149,7 +149,10 @@ func (f *session) login(ctx context.Context, tag string, creds proxy.Credentials
 	})
 	var ie *proxy.InputError
 	var re *proxy.RouteError
+	var le *proxy.LimitError
 	switch {
+	case errors.As(err, &le):
+		return false, err // the session ends with a BYE
 	case errors.As(err, &ie):
 		return false, f.write("%s BAD %s\r\n", tag, ie.Text)
 	case errors.As(err, &re):

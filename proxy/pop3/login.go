@@ -19,6 +19,10 @@ func (f *session) login(ctx context.Context, creds proxy.Credentials) (bool, err
 		res, err = u.login(creds)
 		return err == nil && res.ok, err
 	})
+	var le *proxy.LimitError
+	if errors.As(err, &le) {
+		return false, err // the session ends with an -ERR
+	}
 	if err != nil {
 		return false, f.write("%s\r\n", loginRefusal(err))
 	}

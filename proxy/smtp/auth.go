@@ -50,14 +50,11 @@ func (f *session) login(creds proxy.Credentials) error {
 		return errNoUser
 	}
 	s := f.s
+	// f.up is nil here: it is set only by a successful AUTH, go-smtp
+	// refuses a second one (RFC 4954 §4), and STARTTLS drops it
+	// (newSession).
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.up != nil {
-		// go-smtp refuses a second AUTH after a successful one (RFC 4954
-		// §4); a connection left here is from an attempt that failed.
-		f.up.kill("another login")
-		f.up = nil
-	}
 	var up *upstream
 	var reply *gosmtp.SMTPError
 	ok, err := s.LoginUpstream(f.ctx, creds, func(conn *tlsconf.Upstream, route policy.Route) (bool, error) {
@@ -77,7 +74,13 @@ func (f *session) login(creds proxy.Credentials) error {
 	})
 	var ie *proxy.InputError
 	var re *proxy.RouteError
+	var le *proxy.LimitError
 	switch {
+	case errors.As(err, &le):
+		// RFC 5321 §3.8: 421, and the session ends.
+		s.Deny(policy.ReasonLimit, "", "%s", le.Detail)
+		f.app.end()
+		return &gosmtp.SMTPError{Code: 421, EnhancedCode: gosmtp.EnhancedCode{4, 7, 0}, Message: "Too many login attempts, closing the connection"}
 	case errors.As(err, &ie):
 		// RFC 4954 §4: 501, the response cannot be used.
 		return &gosmtp.SMTPError{Code: 501, EnhancedCode: gosmtp.EnhancedCode{5, 5, 2}, Message: ie.Text}
