@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"mailproxy/internal/certs"
+	"mailproxy/internal/testkit"
 	"mailproxy/policy"
 	"mailproxy/tlsconf"
 )
@@ -24,21 +25,12 @@ func serveTLS(t *testing.T, cert tls.Certificate) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				if c.(*tls.Conn).Handshake() == nil {
-					io.Copy(io.Discard, c)
-				}
-			}()
+	testkit.Serve(t, ln, func(c net.Conn) {
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		if c.(*tls.Conn).Handshake() == nil {
+			io.Copy(io.Discard, c)
 		}
-	}()
+	})
 	return ln.Addr().(*net.TCPAddr).Port
 }
 

@@ -81,48 +81,38 @@ func streamingProvider(tb testing.TB, pki *testkit.PKI, body []byte) string {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	tb.Cleanup(func() { ln.Close() })
-	go func() {
+	testkit.Serve(tb, ln, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		bw := bufio.NewWriterSize(c, 64<<10)
+		bw.WriteString("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] ready\r\n")
+		bw.Flush()
 		for {
-			c, err := ln.Accept()
+			line, err := br.ReadString('\n')
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				bw := bufio.NewWriterSize(c, 64<<10)
-				bw.WriteString("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] ready\r\n")
+			f := strings.Fields(line)
+			if len(f) < 2 {
+				return
+			}
+			tag, cmd := f[0], strings.ToUpper(f[1])
+			switch cmd {
+			case "SELECT":
+				fmt.Fprintf(bw, "* 1 EXISTS\r\n%s OK [READ-WRITE] done\r\n", tag)
+			case "FETCH":
+				fmt.Fprintf(bw, "* 1 FETCH (BODY[] {%d}\r\n", len(body))
+				bw.Write(body)
+				fmt.Fprintf(bw, ")\r\n%s OK done\r\n", tag)
+			case "LOGOUT":
+				fmt.Fprintf(bw, "* BYE\r\n%s OK done\r\n", tag)
 				bw.Flush()
-				for {
-					line, err := br.ReadString('\n')
-					if err != nil {
-						return
-					}
-					f := strings.Fields(line)
-					if len(f) < 2 {
-						return
-					}
-					tag, cmd := f[0], strings.ToUpper(f[1])
-					switch cmd {
-					case "SELECT":
-						fmt.Fprintf(bw, "* 1 EXISTS\r\n%s OK [READ-WRITE] done\r\n", tag)
-					case "FETCH":
-						fmt.Fprintf(bw, "* 1 FETCH (BODY[] {%d}\r\n", len(body))
-						bw.Write(body)
-						fmt.Fprintf(bw, ")\r\n%s OK done\r\n", tag)
-					case "LOGOUT":
-						fmt.Fprintf(bw, "* BYE\r\n%s OK done\r\n", tag)
-						bw.Flush()
-						return
-					default:
-						fmt.Fprintf(bw, "%s OK done\r\n", tag)
-					}
-					bw.Flush()
-				}
-			}()
+				return
+			default:
+				fmt.Fprintf(bw, "%s OK done\r\n", tag)
+			}
+			bw.Flush()
 		}
-	}()
+	})
 	return "imaps://" + ln.Addr().String()
 }
 
