@@ -247,9 +247,14 @@ func scriptedProvider(lines ...string) func(t *testing.T, pki *testkit.PKI) stri
 	}
 }
 
+// Settings the refusal walks share: a LAN listener (no password before
+// TLS), and a short pre-login deadline.
+var (
+	lan   = func(st *proxy.Settings) { st.Listen.Access.Loopback = false }
+	short = func(st *proxy.Settings) { st.Limits.PreauthTimeout = 300 * time.Millisecond }
+)
+
 func imapRefusals() []refusal {
-	lan := func(st *proxy.Settings) { st.Listen.Access.Loopback = false }
-	short := func(st *proxy.Settings) { st.Limits.PreauthTimeout = 300 * time.Millisecond }
 	login := func(user string) func(c *testkit.Conn) {
 		return func(c *testkit.Conn) {
 			c.Expect("* OK *")
@@ -294,8 +299,6 @@ func imapRefusals() []refusal {
 }
 
 func pop3Refusals() []refusal {
-	lan := func(st *proxy.Settings) { st.Listen.Access.Loopback = false }
-	short := func(st *proxy.Settings) { st.Limits.PreauthTimeout = 300 * time.Millisecond }
 	login := func(c *testkit.Conn) {
 		c.Expect("+OK *")
 		c.Send("USER alice")
@@ -333,8 +336,6 @@ func pop3Refusals() []refusal {
 }
 
 func smtpRefusals() []refusal {
-	lan := func(st *proxy.Settings) { st.Listen.Access.Loopback = false }
-	short := func(st *proxy.Settings) { st.Limits.PreauthTimeout = 300 * time.Millisecond }
 	auth := func(pass string) func(c *testkit.Conn) {
 		return func(c *testkit.Conn) {
 			c.Expect("220 *")
