@@ -1,6 +1,9 @@
 package imap
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 // TestReferralHost: the host an app would connect to when following a
 // referral (RFC 5092 IMAP URL), as its URL parser reads the authority.
@@ -18,4 +21,20 @@ func TestReferralHost(t *testing.T) {
 			t.Errorf("referralHost(%q) = %q, want %q", tc.url, got, tc.want)
 		}
 	}
+}
+
+// FuzzReferralHost: whatever a provider puts in a REFERRAL, the host
+// audited is a bare host — never a path, query, fragment or user part —
+// and it never panics.
+//
+//	go test -run '^$' -fuzz '^FuzzReferralHost$' -fuzztime 60s ./proxy/imap/
+func FuzzReferralHost(f *testing.F) {
+	for _, s := range []string{"imap://mail.example.com/", "imap://a@b?@c", "imap://[::1]:143/", "imap://[", "IMAP://x#y@z/", "imap://"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, u string) {
+		if h := referralHost(u); strings.ContainsAny(h, "/?#@") {
+			t.Fatalf("referralHost(%q) = %q", u, h)
+		}
+	})
 }

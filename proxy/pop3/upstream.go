@@ -86,6 +86,11 @@ func (u *upstream) capa() error {
 	if err := u.send("CAPA"); err != nil {
 		return err
 	}
+	return u.readCapa()
+}
+
+// readCapa reads the answer to CAPA.
+func (u *upstream) readCapa() error {
 	l, err := u.line()
 	if err != nil {
 		return err

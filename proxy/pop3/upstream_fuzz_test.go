@@ -1,0 +1,55 @@
+package pop3
+
+import (
+	"bufio"
+	"bytes"
+	"strings"
+	"testing"
+)
+
+// FuzzUpstreamCapa reads a provider's CAPA answer and the status line
+// after it from arbitrary bytes. It must not panic, hold at most
+// maxUpstreamLines capabilities, keep every name upper case and on one
+// line, and take a status line as success only when it is "+OK".
+//
+//	go test -run '^$' -fuzz '^FuzzUpstreamCapa$' -fuzztime 60s ./proxy/pop3/
+func FuzzUpstreamCapa(f *testing.F) {
+	for _, s := range []string{
+		"+OK\r\nUSER\r\nSASL PLAIN LOGIN\r\nTOP\r\n.\r\n+OK welcome\r\n",
+		"-ERR no CAPA\r\n-ERR [AUTH] no\r\n",
+		"+OK\r\n..STUFFED\r\n.\r\n+OKAY\r\n",
+		"+OK\r\nsasl plain\r\n\r\n   \r\n.\r\n+ \r\n",
+		"+OK\r\nUSER",
+		"+OK\r\n" + strings.Repeat("X\r\n", 1001) + ".\r\n",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, input []byte) {
+		u := &upstream{br: bufio.NewReaderSize(bytes.NewReader(input), 4096)}
+		if err := u.readCapa(); err != nil {
+			return
+		}
+		if len(u.caps) > maxUpstreamLines {
+			t.Fatalf("%d capabilities", len(u.caps))
+		}
+		for name := range u.caps {
+			if name == "" || name != strings.ToUpper(name) || strings.ContainsAny(name, "\r\n \t") {
+				t.Fatalf("capability name %q", name)
+			}
+		}
+		l, err := u.line()
+		if err != nil {
+			return
+		}
+		r, err := u.status(l)
+		if err != nil {
+			return
+		}
+		if r.ok != isOK(l) || r.line != l {
+			t.Fatalf("status %q read as ok=%v", l, r.ok)
+		}
+		if r.ok && !(l == "+OK" || strings.HasPrefix(l, "+OK ")) {
+			t.Fatalf("%q taken as +OK", l)
+		}
+	})
+}
