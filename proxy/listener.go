@@ -186,6 +186,12 @@ func (l *Listener) handle(ctx context.Context, c net.Conn) {
 	id := newID()
 	audit := l.Audit.Session(id, proto)
 	s := &Session{ID: id, Proto: proto, Settings: st, Audit: audit, Dialer: l.Dialer, Remote: remote, start: time.Now()}
+	// Complete before admit: from then on another accept may close s to
+	// make room.
+	s.Client = countingConn{Conn: c, read: &s.bytesUp, written: &s.bytesDown}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	s.cancel = cancel
 	evict, refusal := l.admission.admit(s, st.Listen, st.Limits)
 	if refusal != "" {
 		l.Audit.Refused(st.Listen.Address, proto, remote.Addr(), policy.Deny(policy.ReasonLimit, "", "%s", refusal))
@@ -204,9 +210,6 @@ func (l *Listener) handle(ctx context.Context, c net.Conn) {
 		l.active.Add(-1)
 	}()
 
-	s.Client = countingConn{Conn: c, read: &s.bytesUp, written: &s.bytesDown}
-	ctx, cancel := context.WithCancel(ctx)
-	s.cancel = cancel
 	l.mu.Lock()
 	l.sessions[s] = struct{}{}
 	l.mu.Unlock()
