@@ -180,6 +180,20 @@ func Dir() (string, error) {
 	return filepath.Join(h, ".config", "mailproxy"), nil
 }
 
+// DataDir is where mailproxy keeps what it learns and is given at run
+// time (encrypted OAuth2 grants, trust anchors): $XDG_DATA_HOME/mailproxy,
+// else ~/.local/share/mailproxy. Callers create it with mode 0700.
+func DataDir() (string, error) {
+	if d := os.Getenv("XDG_DATA_HOME"); d != "" {
+		return filepath.Join(d, "mailproxy"), nil
+	}
+	h, err := os.UserHomeDir()
+	if err != nil {
+		return "", fmt.Errorf("no folder for mailproxy's data: set XDG_DATA_HOME or HOME: %w", err)
+	}
+	return filepath.Join(h, ".local", "share", "mailproxy"), nil
+}
+
 // DefaultPaths are the files tried when no -config is given.
 func DefaultPaths() []string {
 	var paths []string
