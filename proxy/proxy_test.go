@@ -157,6 +157,37 @@ func TestRelayDeliversPendingFirstAndBothWays(t *testing.T) {
 	}
 }
 
+// TestRelayBatchesNeverHoldATail: in a transfer the relay lets the kernel
+// gather records (SO_RCVLOWAT on Linux) or waits for them; whatever is
+// less than a batch at the end of a response — mid-record too — must still
+// reach the app at once, and after the transfer a one-line response must
+// not wait for a batch that never comes (the idle limit here is a minute).
+func TestRelayBatchesNeverHoldATail(t *testing.T) {
+	f := startRelay(t, time.Minute, "", "")
+	quick := func(n int) string {
+		t.Helper()
+		f.app.SetReadDeadline(time.Now().Add(2 * time.Second))
+		b := make([]byte, n)
+		if _, err := io.ReadFull(f.app, b); err != nil {
+			t.Fatalf("the app waited for %d bytes: %v", n, err)
+		}
+		return string(b)
+	}
+	for _, size := range []int{1<<20 + 777, 200 << 10, 70 << 10, 3000} {
+		body := bytes.Repeat([]byte("x"), size)
+		go f.provider.Write(body)
+		if got := quick(size); got != string(body) {
+			t.Fatalf("%d-byte response corrupted", size)
+		}
+		for i := 0; i < 3; i++ {
+			f.provider.Write([]byte("* OK still here\r\n"))
+			if got := quick(17); got != "* OK still here\r\n" {
+				t.Fatalf("after %d bytes the app got %q", size, got)
+			}
+		}
+	}
+}
+
 func TestRelayIdleLimit(t *testing.T) {
 	f := startRelay(t, time.Second, "", "")
 	// Traffic in one direction keeps the session alive for both.

@@ -153,28 +153,25 @@ func (r *relay) end(dir string, dst, src net.Conn, err error) {
 // byte, so that an idle session holds no relay buffer; when it comes, the
 // rest of what has arrived is read behind it into a small pooled buffer and
 // written on, and the buffer goes back. Once such a read fills the small
-// buffer, a big pooled buffer is borrowed and kept while data keeps
-// arriving, and given back after burstHold of quiet.
+// buffer, a transfer is under way: pump borrows a big buffer (see bulk) and
+// keeps it while data keeps arriving.
 func (r *relay) pump(dst net.Conn, w io.Writer, src net.Conn) error {
 	first := make([]byte, 1)
 	_, isTLS := src.(*tls.Conn)
-	var big *[]byte
-	// lastFull: the last drain filled the big buffer, so the provider is
-	// faster than the relay and there is no point in sleeping.
-	lastFull := false
-	defer func() {
-		if big != nil {
-			bigPool.Put(big)
-		}
-	}()
+	b := &bulk{src: src, tls: isTLS}
+	defer b.release()
 	for {
-		r.setDeadline(src, big != nil)
+		if b.lowat {
+			src.SetReadDeadline(time.Now().Add(tailWait))
+		} else {
+			r.setDeadline(src, b.buf != nil)
+		}
 		var buf []byte
 		var small *[]byte
 		var n int
 		var err error
-		if big != nil {
-			buf = *big
+		if b.buf != nil {
+			buf = *b.buf
 			n, err = src.Read(buf)
 		} else {
 			buf = first
@@ -186,11 +183,9 @@ func (r *relay) pump(dst net.Conn, w io.Writer, src net.Conn) error {
 				n, err = readRest(src, buf, 1)
 			}
 		}
-		if n > 0 && err == nil && big != nil && isTLS {
-			if !lastFull {
-				time.Sleep(coalesceSleep)
-			}
-			n, lastFull, err = drainBuffered(src, buf, n)
+		paused := false
+		if n > 0 && err == nil && b.buf != nil && isTLS {
+			n, paused, err = b.fill(buf, n)
 		}
 		if n > 0 {
 			r.touch()
@@ -205,9 +200,8 @@ func (r *relay) pump(dst net.Conn, w io.Writer, src net.Conn) error {
 		}
 		if err != nil {
 			if IsTimeout(err) {
-				if big != nil {
-					bigPool.Put(big)
-					big = nil
+				if b.buf != nil {
+					b.release()
 					continue
 				}
 				if why := r.expired(); why != nil {
@@ -221,14 +215,96 @@ func (r *relay) pump(dst net.Conn, w io.Writer, src net.Conn) error {
 			return err
 		}
 		switch {
-		case big == nil && n == smallBuf:
-			big = bigPool.Get().(*[]byte)
-		case big != nil && n < smallBuf:
-			bigPool.Put(big)
-			big = nil
+		case b.buf == nil && n == smallBuf:
+			b.borrow()
+		case b.buf != nil && (n < smallBuf || paused):
+			b.release()
 		}
 	}
 }
+
+// bulk is one direction's state during a transfer: the big buffer, and how
+// records are gathered into it before one write to the other side. Every
+// wake-up costs (a park, a futex, a thread that spins looking for work),
+// and a provider sends a TLS record of up to 16 KiB at a time, so the relay
+// lets records queue and takes them in batches:
+//
+//   - On Linux the kernel does the waiting: SO_RCVLOWAT on the socket
+//     (bulkLowat) wakes the relay only when that much has arrived, and a
+//     read that waits longer than tailWait ends the batch (the end of a
+//     response, or a provider slower than bulkLowat per tailWait).
+//   - Elsewhere, or when the option cannot be set, pump sleeps
+//     coalesceSleep and then drains what arrives within coalesceWait.
+type bulk struct {
+	src net.Conn
+	tls bool // only TLS sources are batched: a plain read returns what is there
+	buf *[]byte
+	// lowat: SO_RCVLOWAT is set to bulkLowat on src.
+	lowat bool
+	// lastFull: the last timed drain filled the buffer, so the provider is
+	// faster than the relay and there is no point in sleeping.
+	lastFull bool
+}
+
+func (b *bulk) borrow() {
+	b.buf = bigPool.Get().(*[]byte)
+	if b.tls {
+		b.lowat = setLowat(b.src, bulkLowat)
+	}
+}
+
+// release gives the big buffer back and lets the kernel wake the relay for
+// every byte again: an idle direction must see the app's next command.
+func (b *bulk) release() {
+	if b.buf != nil {
+		bigPool.Put(b.buf)
+		b.buf = nil
+	}
+	if b.lowat {
+		setLowat(b.src, 1)
+		b.lowat = false
+	}
+}
+
+// fill adds records to buf[:n] before they are written on. paused tells
+// that the transfer paused or ended (a read waited tailWait), so that the
+// caller gives the buffer back.
+func (b *bulk) fill(buf []byte, n int) (int, bool, error) {
+	if !b.lowat {
+		if !b.lastFull {
+			time.Sleep(coalesceSleep)
+		}
+		var err error
+		n, b.lastFull, err = drainBuffered(b.src, buf, n)
+		return n, false, err
+	}
+	for n < len(buf)-16<<10 {
+		b.src.SetReadDeadline(time.Now().Add(tailWait))
+		m, err := b.src.Read(buf[n:])
+		n += m
+		if IsTimeout(err) {
+			// Fewer than bulkLowat bytes are queued, maybe the end of
+			// a record among them: take them now.
+			setLowat(b.src, 1)
+			b.lowat = false
+			n, err = readRest(b.src, buf, n)
+			return n, true, err
+		}
+		if err != nil {
+			return n, false, err
+		}
+	}
+	return n, false, nil
+}
+
+// bulkLowat is how many bytes the kernel gathers before it wakes a relay
+// in a transfer (SO_RCVLOWAT): four records of 16 KiB, half the big
+// buffer. tailWait bounds the wait for them, and so how much later than a
+// record-by-record relay the end of a response reaches the other side.
+const (
+	bulkLowat = 64 << 10
+	tailWait  = time.Millisecond
+)
 
 // readRest reads what has already arrived behind the byte an idle
 // direction woke up on (buf[:n]). Usually it is there: the rest of the TCP
