@@ -140,7 +140,8 @@ func (s *Session) Route(login string) (policy.Route, error) {
 // closed with the session. Refusals are audited (by the dialer) and
 // returned as *policy.Denied.
 func (s *Session) Dial(ctx context.Context, r policy.Route) (*tlsconf.Upstream, error) {
-	up, err := s.Dialer.Dial(ctx, r.Provider, r.Endpoint, s.Audit)
+	// The account reaches the dialer for a proxy that isolates accounts.
+	up, err := s.Dialer.Dial(tlsconf.WithAccount(ctx, r.User), r.Provider, r.Endpoint, s.Audit)
 	if err != nil {
 		return nil, err
 	}
