@@ -180,6 +180,9 @@ func (d *doc) provider(i int, pe *ProviderEntry, add func(*Error)) *policy.Provi
 	if len(p.Endpoints) == 0 && pe.IMAP == "" && pe.POP3 == "" && pe.SMTP == "" {
 		fail("imap", "a provider needs at least one endpoint: imap, pop3 or smtp")
 	}
+	if !d.privacy(pe, p, fail) {
+		ok = false
+	}
 	if err := p.CheckEndpoints(); err != nil && ok {
 		var dn = err.(*policy.Denied)
 		for _, proto := range policy.Protos {

@@ -66,6 +66,13 @@ type ProviderEntry struct {
 	MinTLS                string   `toml:"min_tls"`
 	MaxTLS                string   `toml:"max_tls"`
 	AllowPrivateAddresses bool     `toml:"allow_private_addresses"`
+	// SOCKS5 and header scrubbing (privacy.go).
+	Via            string    `toml:"via"`
+	ViaUser        string    `toml:"via_user"`
+	ViaPassword    string    `toml:"via_password"`
+	Isolate        bool      `toml:"isolate"`
+	ViaAllowRemote bool      `toml:"via_allow_remote"`
+	ScrubHeaders   *[]string `toml:"scrub_headers"` // nil: the default
 }
 
 // ListenEntry is one [[listen]].
@@ -86,7 +93,7 @@ var knownKeys = map[string][]string{
 	"":         {"log", "limits", "provider", "listen"},
 	"log":      {"audit", "level"},
 	"limits":   {"max_sessions", "max_sessions_per_client", "sessions_per_minute_per_client", "preauth_timeout", "idle_timeout", "command_timeout", "dial_timeout", "max_line", "max_literal", "max_prelogin", "max_message_size", "max_recipients"},
-	"provider": {"name", "hosts", "domains", "imap", "pop3", "smtp", "ca_file", "pins", "min_tls", "max_tls", "allow_private_addresses"},
+	"provider": {"name", "hosts", "domains", "imap", "pop3", "smtp", "ca_file", "pins", "min_tls", "max_tls", "allow_private_addresses", "via", "via_user", "via_password", "isolate", "via_allow_remote", "scrub_headers"},
 	"listen":   {"protocol", "address", "provider", "local_security", "allow_clients", "allow_plaintext_auth", "max_sessions", "local_cert", "local_key"},
 }
 
