@@ -111,6 +111,7 @@ func (d *doc) limits(le *LimitsEntry, l *proxy.Limits, add func(*Error)) {
 		{"max_prelogin", int64(le.MaxPrelogin), 4096, 16 << 20, func(v int64) { l.MaxPrelogin = int(v) }},
 		{"max_message_size", le.MaxMessageSize, 1024, 1 << 40, func(v int64) { l.MaxMessageSize = v }},
 		{"max_recipients", int64(le.MaxRecipients), 1, 100000, func(v int64) { l.MaxRecipients = int(v) }},
+		{"max_header_block", int64(le.MaxHeaderBlock), 4096, 16 << 20, func(v int64) { l.MaxHeaderBlock = int(v) }},
 	}
 	for _, x := range ints {
 		if x.val == 0 {

@@ -51,6 +51,7 @@ type LimitsEntry struct {
 	MaxPrelogin    int    `toml:"max_prelogin"`
 	MaxMessageSize int64  `toml:"max_message_size"`
 	MaxRecipients  int    `toml:"max_recipients"`
+	MaxHeaderBlock int    `toml:"max_header_block"`
 }
 
 // ProviderEntry is one [[provider]].
@@ -92,7 +93,7 @@ type ListenEntry struct {
 var knownKeys = map[string][]string{
 	"":         {"log", "limits", "provider", "listen"},
 	"log":      {"audit", "level"},
-	"limits":   {"max_sessions", "max_sessions_per_client", "sessions_per_minute_per_client", "preauth_timeout", "idle_timeout", "command_timeout", "dial_timeout", "max_line", "max_literal", "max_prelogin", "max_message_size", "max_recipients"},
+	"limits":   {"max_sessions", "max_sessions_per_client", "sessions_per_minute_per_client", "preauth_timeout", "idle_timeout", "command_timeout", "dial_timeout", "max_line", "max_literal", "max_prelogin", "max_message_size", "max_recipients", "max_header_block"},
 	"provider": {"name", "hosts", "domains", "imap", "pop3", "smtp", "ca_file", "pins", "min_tls", "max_tls", "allow_private_addresses", "via", "via_user", "via_password", "isolate", "via_allow_remote", "scrub_headers"},
 	"listen":   {"protocol", "address", "provider", "local_security", "allow_clients", "allow_plaintext_auth", "max_sessions", "local_cert", "local_key"},
 }

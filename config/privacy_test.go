@@ -108,3 +108,16 @@ func TestScrubHeaders(t *testing.T) {
 		t.Errorf("riseup preset: %+v", p)
 	}
 }
+
+func TestMaxHeaderBlock(t *testing.T) {
+	c, err := Parse("t.toml", []byte("[limits]\nmax_header_block = 65536\n"+privacyConf("")))
+	if err != nil || c.Limits.MaxHeaderBlock != 65536 {
+		t.Fatalf("%v, %d", err, c.Limits.MaxHeaderBlock)
+	}
+	if c, _ := Parse("t.toml", []byte(privacyConf(""))); c.Limits.MaxHeaderBlock != 256<<10 {
+		t.Errorf("default %d", c.Limits.MaxHeaderBlock)
+	}
+	if _, err := Parse("t.toml", []byte("[limits]\nmax_header_block = 100\n"+privacyConf(""))); err == nil {
+		t.Error("max_header_block = 100 accepted")
+	}
+}
