@@ -1,17 +1,14 @@
 package tlsconf
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
-	"encoding/binary"
 	"errors"
 	"io"
 	"net"
 	"net/netip"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,138 +16,6 @@ import (
 	"mailproxy/internal/testkit"
 	"mailproxy/policy"
 )
-
-// socksServer is a SOCKS5 server (RFC 1928, RFC 1929) written for the
-// tests: it records every request (the address asked for, the
-// credentials), answers with a chosen reply code, and otherwise connects
-// to 127.0.0.1, resolving names by its own table, never by DNS.
-type socksServer struct {
-	addr netip.AddrPort
-	// names maps a host name to the address it "resolves" to; a name not
-	// in it gets reply 4 (host unreachable).
-	names map[string]string
-	// reply, when not 0, is the code every CONNECT is answered with.
-	reply byte
-	// user and pass, when set, are required (method 2).
-	user, pass string
-
-	mu   sync.Mutex
-	reqs []socksRequest
-}
-
-type socksRequest struct {
-	atyp       byte // 1 IPv4, 3 name, 4 IPv6
-	host       string
-	port       int
-	user, pass string
-	authMethod byte
-}
-
-func newSOCKSServer(t *testing.T, names map[string]string) *socksServer {
-	s := &socksServer{names: names}
-	port := serveRaw(t, s.handle)
-	s.addr = netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port))
-	return s
-}
-
-func (s *socksServer) requests() []socksRequest {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]socksRequest(nil), s.reqs...)
-}
-
-func (s *socksServer) handle(c net.Conn) {
-	defer c.Close()
-	br := bufio.NewReader(c)
-	var req socksRequest
-	head := make([]byte, 2)
-	if _, err := io.ReadFull(br, head); err != nil || head[0] != 5 {
-		return
-	}
-	methods := make([]byte, head[1])
-	if _, err := io.ReadFull(br, methods); err != nil {
-		return
-	}
-	has := func(m byte) bool { return strings.IndexByte(string(methods), m) >= 0 }
-	switch {
-	case has(2):
-		c.Write([]byte{5, 2})
-		req.authMethod = 2
-		b := make([]byte, 2)
-		if _, err := io.ReadFull(br, b); err != nil || b[0] != 1 {
-			return
-		}
-		u := make([]byte, b[1])
-		io.ReadFull(br, u)
-		l, _ := br.ReadByte()
-		p := make([]byte, l)
-		io.ReadFull(br, p)
-		req.user, req.pass = string(u), string(p)
-		if s.user != "" && (req.user != s.user || req.pass != s.pass) {
-			c.Write([]byte{1, 1})
-			s.record(req)
-			return
-		}
-		c.Write([]byte{1, 0})
-	case s.user == "" && has(0):
-		c.Write([]byte{5, 0})
-	default:
-		c.Write([]byte{5, 0xff})
-		return
-	}
-	hdr := make([]byte, 4)
-	if _, err := io.ReadFull(br, hdr); err != nil || hdr[0] != 5 || hdr[1] != 1 {
-		return
-	}
-	req.atyp = hdr[3]
-	switch hdr[3] {
-	case 1, 4:
-		ip := make([]byte, map[byte]int{1: 4, 4: 16}[hdr[3]])
-		io.ReadFull(br, ip)
-		a, _ := netip.AddrFromSlice(ip)
-		req.host = a.String()
-	case 3:
-		l, _ := br.ReadByte()
-		name := make([]byte, l)
-		io.ReadFull(br, name)
-		req.host = string(name)
-	default:
-		return
-	}
-	pb := make([]byte, 2)
-	io.ReadFull(br, pb)
-	req.port = int(binary.BigEndian.Uint16(pb))
-	s.record(req)
-	answer := func(code byte) { c.Write([]byte{5, code, 0, 1, 0, 0, 0, 0, 0, 0}) }
-	if s.reply != 0 {
-		answer(s.reply)
-		return
-	}
-	ip := req.host
-	if req.atyp == 3 {
-		var ok bool
-		if ip, ok = s.names[req.host]; !ok {
-			answer(4)
-			return
-		}
-	}
-	up, err := net.DialTimeout("tcp", net.JoinHostPort(ip, strconv.Itoa(req.port)), 5*time.Second)
-	if err != nil {
-		answer(5)
-		return
-	}
-	defer up.Close()
-	answer(0)
-	c.SetDeadline(time.Time{})
-	go func() { io.Copy(up, br); up.(*net.TCPConn).CloseWrite() }()
-	io.Copy(c, up)
-}
-
-func (s *socksServer) record(r socksRequest) {
-	s.mu.Lock()
-	s.reqs = append(s.reqs, r)
-	s.mu.Unlock()
-}
 
 // noDNS is a resolver that fails the test when anything asks it.
 func noDNS(t *testing.T) *net.Resolver {
@@ -189,8 +54,8 @@ func namedServer(t *testing.T, name string, via *policy.Via) (*policy.Provider, 
 	return &policy.Provider{Name: "onion-test", Hosts: []string{name}, TLS: policy.TLSPolicy{Roots: p.ca.Pool()}, Via: via}, port
 }
 
-func viaOf(s *socksServer, remoteDNS bool) *policy.Via {
-	return &policy.Via{Addr: s.addr, RemoteDNS: remoteDNS}
+func viaOf(s *testkit.SOCKS5, remoteDNS bool) *policy.Via {
+	return &policy.Via{Addr: s.Addr, RemoteDNS: remoteDNS}
 }
 
 func readHello(t *testing.T, up *Upstream) {
@@ -204,24 +69,24 @@ func readHello(t *testing.T, up *Upstream) {
 func TestSOCKS5hRemoteDNS(t *testing.T) {
 	for _, name := range []string{"mail.example.test", "5gdvpfoh6kb2iqbizb37lzk2ddzrwa47m6rpdueg2m656fovmbhoptqd.onion"} {
 		t.Run(name, func(t *testing.T) {
-			s := newSOCKSServer(t, map[string]string{name: "127.0.0.1"})
+			s := testkit.NewSOCKS5(t, map[string]string{name: "127.0.0.1"})
 			p, port := namedServer(t, name, nil)
 			p.Via = viaOf(s, true)
 			d := &Dialer{Resolver: noDNS(t), Timeout: 10 * time.Second}
 			r := socksDial(t, context.Background(), d, p, policy.Endpoint{Proto: policy.IMAP, Host: name, Port: uint16(port)})
 			r.wantOK(t)
 			readHello(t, r.up)
-			reqs := s.requests()
-			if len(reqs) != 1 || reqs[0].atyp != 3 || reqs[0].host != name || reqs[0].port != port {
+			reqs := s.Requests()
+			if len(reqs) != 1 || reqs[0].ATYP != 3 || reqs[0].Host != name || reqs[0].Port != port {
 				t.Fatalf("the proxy was asked %+v, want the name %s:%d", reqs, name, port)
 			}
-			if reqs[0].authMethod != 0 {
+			if reqs[0].AuthMethod != 0 {
 				t.Errorf("credentials sent without any configured: %+v", reqs[0])
 			}
 			ev := r.audit.Find(t, policy.EventUpstreamConnect)
 			want := net.JoinHostPort(name, strconv.Itoa(port))
-			if len(ev) != 1 || ev[0]["addr"] != want || ev[0]["via"] != s.addr.String() || ev[0]["host"] != name {
-				t.Errorf("upstream.connect = %v, want addr %s via %s", ev, want, s.addr)
+			if len(ev) != 1 || ev[0]["addr"] != want || ev[0]["via"] != s.Addr.String() || ev[0]["host"] != name {
+				t.Errorf("upstream.connect = %v, want addr %s via %s", ev, want, s.Addr)
 			}
 			if r.tls["verified"] != true || r.up.Addr != want {
 				t.Errorf("upstream.tls %v, Addr %q", r.tls, r.up.Addr)
@@ -233,12 +98,12 @@ func TestSOCKS5hRemoteDNS(t *testing.T) {
 // Plain socks5: mailproxy resolves, checks the addresses like on a direct
 // connection, and asks the proxy for an address, never a name.
 func TestSOCKS5LocalResolution(t *testing.T) {
-	s := newSOCKSServer(t, nil)
+	s := testkit.NewSOCKS5(t, nil)
 	p, port := namedServer(t, "localhost", viaOf(s, false))
 	ep := policy.Endpoint{Proto: policy.IMAP, Host: "localhost", Port: uint16(port)}
 	r := socksDial(t, context.Background(), &Dialer{Timeout: 10 * time.Second}, p, ep)
 	r.wantDenied(t, policy.ReasonPrivateAddress)
-	if n := len(s.requests()); n != 0 {
+	if n := len(s.Requests()); n != 0 {
 		t.Fatalf("the proxy got %d requests for a refused address", n)
 	}
 
@@ -246,16 +111,16 @@ func TestSOCKS5LocalResolution(t *testing.T) {
 	r = socksDial(t, context.Background(), &Dialer{Timeout: 10 * time.Second}, p, ep)
 	r.wantOK(t)
 	readHello(t, r.up)
-	reqs := s.requests()
+	reqs := s.Requests()
 	if len(reqs) == 0 {
 		t.Fatal("the proxy got no request")
 	}
 	for _, q := range reqs {
-		if q.atyp == 3 {
+		if q.ATYP == 3 {
 			t.Errorf("the proxy was asked for a name with socks5://: %+v", q)
 		}
 	}
-	if last := reqs[len(reqs)-1]; last.host != "127.0.0.1" || r.up.Addr != net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) {
+	if last := reqs[len(reqs)-1]; last.Host != "127.0.0.1" || r.up.Addr != net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) {
 		t.Errorf("last request %+v, Addr %s", last, r.up.Addr)
 	}
 }
@@ -264,7 +129,7 @@ func TestSOCKS5LocalResolution(t *testing.T) {
 // certificate and pins are checked end to end through the tunnel.
 func TestSOCKSKeepsTLSChecks(t *testing.T) {
 	p := newPKI(t)
-	s := newSOCKSServer(t, map[string]string{"mail.example.test": "127.0.0.1"})
+	s := testkit.NewSOCKS5(t, map[string]string{"mail.example.test": "127.0.0.1"})
 	cert := p.issue(t, certs.Leaf{Names: []string{"mail.example.test"}})
 	srv := &starttlsServer{greeting: "220 mail.test ESMTP\r\n",
 		replies:  map[string]string{"EHLO": "250-mail.test\r\n250 STARTTLS\r\n", "STARTTLS": "220 2.0.0 go ahead\r\n"},
@@ -295,7 +160,7 @@ func TestSOCKSKeepsTLSChecks(t *testing.T) {
 // The allowlist applies to the name asked for, and onion names need a
 // proxy that resolves names.
 func TestSOCKSAllowlistAndOnion(t *testing.T) {
-	s := newSOCKSServer(t, map[string]string{"evil.example.test": "127.0.0.1"})
+	s := testkit.NewSOCKS5(t, map[string]string{"evil.example.test": "127.0.0.1"})
 	p, port := namedServer(t, "mail.example.test", viaOf(s, true))
 	d := &Dialer{Resolver: noDNS(t), Timeout: 10 * time.Second}
 	socksDial(t, context.Background(), d, p, policy.Endpoint{Proto: policy.IMAP, Host: "evil.example.test", Port: uint16(port)}).
@@ -308,7 +173,7 @@ func TestSOCKSAllowlistAndOnion(t *testing.T) {
 		p.Via = via
 		socksDial(t, context.Background(), d, p, ep).wantDenied(t, policy.ReasonNonProviderHost)
 	}
-	if n := len(s.requests()); n != 0 {
+	if n := len(s.Requests()); n != 0 {
 		t.Fatalf("the proxy got %d requests for refused hosts", n)
 	}
 
@@ -321,8 +186,8 @@ func TestSOCKSAllowlistAndOnion(t *testing.T) {
 }
 
 func TestSOCKSCredentials(t *testing.T) {
-	s := newSOCKSServer(t, map[string]string{"mail.example.test": "127.0.0.1"})
-	s.user, s.pass = "alice", "s3cret-socks"
+	s := testkit.NewSOCKS5(t, map[string]string{"mail.example.test": "127.0.0.1"})
+	s.RequireAuth("alice", "s3cret-socks")
 	p, port := namedServer(t, "mail.example.test", viaOf(s, true))
 	ep := policy.Endpoint{Proto: policy.IMAP, Host: "mail.example.test", Port: uint16(port)}
 	d := &Dialer{Resolver: noDNS(t), Timeout: 10 * time.Second}
@@ -340,9 +205,9 @@ func TestSOCKSCredentials(t *testing.T) {
 	}
 	p.Via.Password = "s3cret-socks"
 	socksDial(t, context.Background(), d, p, ep).wantOK(t)
-	reqs := s.requests()
-	if last := reqs[len(reqs)-1]; last.user != "alice" || last.pass != "s3cret-socks" {
-		t.Errorf("the proxy got %q/%q", last.user, last.pass)
+	reqs := s.Requests()
+	if last := reqs[len(reqs)-1]; last.User != "alice" || last.Pass != "s3cret-socks" {
+		t.Errorf("the proxy got %q/%q", last.User, last.Pass)
 	}
 	if strings.Contains(r.err.Error(), "wrong") || strings.Contains(r.audit.String(), "s3cret") {
 		t.Error("a SOCKS password reached an error or the audit")
@@ -352,7 +217,7 @@ func TestSOCKSCredentials(t *testing.T) {
 // With isolate, each account has credentials of its own, the same for each
 // of its connections, and derived from nothing secret.
 func TestSOCKSIsolation(t *testing.T) {
-	s := newSOCKSServer(t, map[string]string{"mail.example.test": "127.0.0.1"})
+	s := testkit.NewSOCKS5(t, map[string]string{"mail.example.test": "127.0.0.1"})
 	p, port := namedServer(t, "mail.example.test", viaOf(s, true))
 	p.Via.Isolate = true
 	ep := policy.Endpoint{Proto: policy.IMAP, Host: "mail.example.test", Port: uint16(port)}
@@ -362,17 +227,17 @@ func TestSOCKSIsolation(t *testing.T) {
 	}
 	socksDial(t, context.Background(), d, p, ep).wantOK(t) // no account: `check`
 	socksDial(t, context.Background(), d, p, ep).wantOK(t)
-	r := s.requests()
+	r := s.Requests()
 	if len(r) != 5 {
 		t.Fatalf("%d requests", len(r))
 	}
 	for _, q := range r {
-		if q.authMethod != 2 || !strings.HasPrefix(q.user, "mailproxy-") || q.pass == "" ||
-			strings.Contains(q.user, "alice") || strings.Contains(q.user, "bob") {
-			t.Errorf("isolation credentials %q/%q", q.user, q.pass)
+		if q.AuthMethod != 2 || !strings.HasPrefix(q.User, "mailproxy-") || q.Pass == "" ||
+			strings.Contains(q.User, "alice") || strings.Contains(q.User, "bob") {
+			t.Errorf("isolation credentials %q/%q", q.User, q.Pass)
 		}
 	}
-	pair := func(i int) string { return r[i].user + "/" + r[i].pass }
+	pair := func(i int) string { return r[i].User + "/" + r[i].Pass }
 	if pair(0) != pair(2) {
 		t.Error("one account got two different SOCKS credentials")
 	}
@@ -382,14 +247,14 @@ func TestSOCKSIsolation(t *testing.T) {
 	// Another provider: other credentials for the same account.
 	p.Name = "other"
 	socksDial(t, WithAccount(context.Background(), "alice@example.test"), d, p, ep).wantOK(t)
-	if r := s.requests(); r[5].user == r[0].user {
+	if r := s.Requests(); r[5].User == r[0].User {
 		t.Error("one account shares SOCKS credentials across providers")
 	}
 }
 
 // Every SOCKS reply code becomes a clear error, not a policy refusal.
 func TestSOCKSErrors(t *testing.T) {
-	s := newSOCKSServer(t, nil)
+	s := testkit.NewSOCKS5(t, nil)
 	p, port := namedServer(t, "mail.example.test", viaOf(s, true))
 	ep := policy.Endpoint{Proto: policy.IMAP, Host: "mail.example.test", Port: uint16(port)}
 	d := &Dialer{Resolver: noDNS(t), Timeout: 10 * time.Second}
@@ -401,7 +266,7 @@ func TestSOCKSErrors(t *testing.T) {
 		0xF6: "onion address is invalid", 0xF7: "introduction timed out", 0x42: "unknown code: 66",
 	}
 	for code, text := range want {
-		s.reply = code
+		s.SetReply(code)
 		r := socksDial(t, context.Background(), d, p, ep)
 		var se *SOCKSError
 		if !errors.As(r.err, &se) || se.Reply != int(code) || !strings.Contains(r.err.Error(), text) ||
@@ -412,7 +277,7 @@ func TestSOCKSErrors(t *testing.T) {
 			t.Errorf("reply %#x audited %v %v", code, r.denied, r.tls)
 		}
 	}
-	s.reply = 0
+	s.SetReply(0)
 
 	// No proxy listening.
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
