@@ -82,6 +82,8 @@ var tools = []struct{ cmd, pkg string }{
 	{"mbsync", "isync"},
 	{"fetchmail", "fetchmail"},
 	{"strace", "strace"},
+	{"microsocks", "microsocks"},
+	{"gpg", "gnupg"},
 	{"go", "(Go toolchain)"},
 }
 
