@@ -278,6 +278,8 @@ func printVersions() {
 		{"mbsync", "--version"},
 		{"fetchmail", "--version"},
 		{"strace", "-V"},
+		{"dpkg-query", "-W", "microsocks"}, // microsocks has no --version
+		{"gpg", "--version"},
 		{py, "--version"},
 		{"go", "version"},
 	}
