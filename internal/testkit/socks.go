@@ -107,8 +107,8 @@ func (s *SOCKS5) handle(c net.Conn) {
 		io.ReadFull(br, p)
 		req.User, req.Pass = string(u), string(p)
 		if user != "" && (req.User != user || req.Pass != pass) {
+			s.record(req) // before the reply, which lets the client go on
 			c.Write([]byte{1, 1})
-			s.record(req)
 			return
 		}
 		c.Write([]byte{1, 0})
