@@ -29,10 +29,13 @@ func (d *doc) privacy(pe *ProviderEntry, p *policy.Provider, fail func(k, format
 	}
 
 	if pe.Via == "" {
-		for k, set := range map[string]bool{"via_user": pe.ViaUser != "", "via_password": pe.ViaPassword != "",
-			"isolate": pe.Isolate, "via_allow_remote": pe.ViaAllowRemote} {
-			if set {
-				bad(k, "%s needs via, the SOCKS5 proxy, like via = \"socks5h://127.0.0.1:9050\"", k)
+		for _, k := range []struct {
+			key string
+			set bool
+		}{{"via_user", pe.ViaUser != ""}, {"via_password", pe.ViaPassword != ""},
+			{"isolate", pe.Isolate}, {"via_allow_remote", pe.ViaAllowRemote}} {
+			if k.set {
+				bad(k.key, "%s needs via, the SOCKS5 proxy, like via = \"socks5h://127.0.0.1:9050\"", k.key)
 			}
 		}
 	} else {
