@@ -38,7 +38,8 @@ type Upstream struct {
 	*tls.Conn
 	// Host is the name the certificate was verified for.
 	Host string
-	// Addr is the "ip:port" dialled.
+	// Addr is the "ip:port" dialled, or through a SOCKS5 proxy what the
+	// proxy was asked for ("HOST:PORT" with socks5h).
 	Addr string
 	// Facts are the checked handshake facts, as audited.
 	Facts policy.TLSFacts
