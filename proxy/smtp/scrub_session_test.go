@@ -120,3 +120,34 @@ func TestHeaderBlockLimit(t *testing.T) {
 		t.Errorf("denied event %v", d[0])
 	}
 }
+
+// A message with no header block end, and an empty message, still reach
+// the provider (DATA starts at the end of the app's message then).
+func TestScrubHeadersOnlyAndEmpty(t *testing.T) {
+	pki := testkit.NewPKI(t)
+	prov := startProvider(t, pki, "smtps")
+	p := start(t, pki, prov.endpoint, scrubbing("X-Mailer"))
+	c := testkit.Dial(t, p.Addr)
+	login(c)
+	for _, msg := range []string{"Subject: only headers\r\nX-Mailer: m\r\n", ""} {
+		c.Send("MAIL FROM:<%s>", user)
+		c.Expect("250 *")
+		c.Send("RCPT TO:<bob@example.test>")
+		c.Expect("250 *")
+		c.Send("DATA")
+		c.Expect("354 *")
+		c.SendRaw(dotStuff(msg))
+		c.Expect("250 2.0.0 Ok: queued as Q1234")
+	}
+	quit(c)
+	got := prov.received()
+	// An empty message arrives as one empty line: go-smtp's client (Go's
+	// textproto dot writer) ends what it sends with a line end.
+	if len(got) != 2 || string(got[0].data) != "Subject: only headers\r\n" || string(got[1].data) != "\r\n" {
+		t.Fatalf("the provider received %+v", got)
+	}
+	end := checkAudit(t, p, sessionEvents)
+	if number(end, "scrubbed") != 1 {
+		t.Errorf("session.end %v, want scrubbed 1", end)
+	}
+}
