@@ -111,6 +111,7 @@ func (d *doc) limits(le *LimitsEntry, l *proxy.Limits, add func(*Error)) {
 		{"max_prelogin", int64(le.MaxPrelogin), 4096, 16 << 20, func(v int64) { l.MaxPrelogin = int(v) }},
 		{"max_message_size", le.MaxMessageSize, 1024, 1 << 40, func(v int64) { l.MaxMessageSize = v }},
 		{"max_recipients", int64(le.MaxRecipients), 1, 100000, func(v int64) { l.MaxRecipients = int(v) }},
+		{"max_header_block", int64(le.MaxHeaderBlock), 4096, 16 << 20, func(v int64) { l.MaxHeaderBlock = int(v) }},
 	}
 	for _, x := range ints {
 		if x.val == 0 {
@@ -179,6 +180,9 @@ func (d *doc) provider(i int, pe *ProviderEntry, add func(*Error)) *policy.Provi
 	}
 	if len(p.Endpoints) == 0 && pe.IMAP == "" && pe.POP3 == "" && pe.SMTP == "" {
 		fail("imap", "a provider needs at least one endpoint: imap, pop3 or smtp")
+	}
+	if !d.privacy(pe, p, fail) {
+		ok = false
 	}
 	if err := p.CheckEndpoints(); err != nil && ok {
 		var dn = err.(*policy.Denied)

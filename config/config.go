@@ -51,6 +51,7 @@ type LimitsEntry struct {
 	MaxPrelogin    int    `toml:"max_prelogin"`
 	MaxMessageSize int64  `toml:"max_message_size"`
 	MaxRecipients  int    `toml:"max_recipients"`
+	MaxHeaderBlock int    `toml:"max_header_block"`
 }
 
 // ProviderEntry is one [[provider]].
@@ -66,6 +67,13 @@ type ProviderEntry struct {
 	MinTLS                string   `toml:"min_tls"`
 	MaxTLS                string   `toml:"max_tls"`
 	AllowPrivateAddresses bool     `toml:"allow_private_addresses"`
+	// SOCKS5 and header scrubbing (privacy.go).
+	Via            string    `toml:"via"`
+	ViaUser        string    `toml:"via_user"`
+	ViaPassword    string    `toml:"via_password"`
+	Isolate        bool      `toml:"isolate"`
+	ViaAllowRemote bool      `toml:"via_allow_remote"`
+	ScrubHeaders   *[]string `toml:"scrub_headers"` // nil: the default
 }
 
 // ListenEntry is one [[listen]].
@@ -85,8 +93,8 @@ type ListenEntry struct {
 var knownKeys = map[string][]string{
 	"":         {"log", "limits", "provider", "listen"},
 	"log":      {"audit", "level"},
-	"limits":   {"max_sessions", "max_sessions_per_client", "sessions_per_minute_per_client", "preauth_timeout", "idle_timeout", "command_timeout", "dial_timeout", "max_line", "max_literal", "max_prelogin", "max_message_size", "max_recipients"},
-	"provider": {"name", "hosts", "domains", "imap", "pop3", "smtp", "ca_file", "pins", "min_tls", "max_tls", "allow_private_addresses"},
+	"limits":   {"max_sessions", "max_sessions_per_client", "sessions_per_minute_per_client", "preauth_timeout", "idle_timeout", "command_timeout", "dial_timeout", "max_line", "max_literal", "max_prelogin", "max_message_size", "max_recipients", "max_header_block"},
+	"provider": {"name", "hosts", "domains", "imap", "pop3", "smtp", "ca_file", "pins", "min_tls", "max_tls", "allow_private_addresses", "via", "via_user", "via_password", "isolate", "via_allow_remote", "scrub_headers"},
 	"listen":   {"protocol", "address", "provider", "local_security", "allow_clients", "allow_plaintext_auth", "max_sessions", "local_cert", "local_key"},
 }
 

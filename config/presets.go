@@ -79,6 +79,24 @@ var presets = []ProviderEntry{
 		POP3:    "pop3s://outlook.office365.com:995",
 		SMTP:    "smtp://smtp-mail.outlook.com:587",
 	},
+	{
+		// Riseup's own client help page (riseup.net/en/email/clients) was
+		// not in the reference store when this preset was written. These
+		// are the endpoints commonly documented for it: mail.riseup.net,
+		// IMAP 993, POP3 995, SMTP 465 (TLS) or 587 (STARTTLS). An older
+		// Thunderbird autoconfig file for riseup.net (in a Debian bug
+		// report's archive) names imap.riseup.net 143 and mail.riseup.net
+		// 587, both STARTTLS, so imap.riseup.net is allowed too. Confirm
+		// with `mailproxy check -provider riseup`. Riseup also publishes
+		// an onion service; README "Tor and SOCKS5" shows that variant,
+		// which needs via.
+		Name:    "riseup",
+		Hosts:   []string{"mail.riseup.net", "imap.riseup.net"},
+		Domains: []string{"riseup.net"},
+		IMAP:    "imaps://mail.riseup.net:993",
+		POP3:    "pop3s://mail.riseup.net:995",
+		SMTP:    "smtps://mail.riseup.net:465",
+	},
 }
 
 // PresetNames lists the built-in providers.

@@ -24,6 +24,9 @@ type mailproxy struct {
 	ports  map[string]int
 	// straceOut is the strace output file when it runs under strace.
 	straceOut string
+	// upstreamHost is the provider's host name in its configuration
+	// ("" is 127.0.0.1), and via its SOCKS5 proxy's address, if any.
+	upstreamHost, via string
 }
 
 // route is how a client reaches the provider in a step: through one of
@@ -75,6 +78,12 @@ func (e *env) direct(proto string) route {
 // `mailproxy run` with it; underStrace runs it under strace, recording its
 // connect/sendto/sendmsg calls.
 func (e *env) startMailproxy(name string, underStrace bool) (mp *mailproxy, err error) {
+	return e.startMailproxyWith(name, underStrace, nil)
+}
+
+// startMailproxyWith is startMailproxy with the configuration passed
+// through edit (when not nil) before it is written.
+func (e *env) startMailproxyWith(name string, underStrace bool, edit func(cfg string) string) (mp *mailproxy, err error) {
 	dir := filepath.Join(e.work, name)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
@@ -112,7 +121,11 @@ func (e *env) startMailproxy(name string, underStrace bool) (mp *mailproxy, err 
 			i++
 		}
 	}
-	if err := os.WriteFile(mp.cfg, []byte(b.String()), 0o644); err != nil {
+	cfg := b.String()
+	if edit != nil {
+		cfg = edit(cfg)
+	}
+	if err := os.WriteFile(mp.cfg, []byte(cfg), 0o644); err != nil {
 		return nil, err
 	}
 

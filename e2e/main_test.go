@@ -82,6 +82,8 @@ var tools = []struct{ cmd, pkg string }{
 	{"mbsync", "isync"},
 	{"fetchmail", "fetchmail"},
 	{"strace", "strace"},
+	{"microsocks", "microsocks"},
+	{"gpg", "gnupg"},
 	{"go", "(Go toolchain)"},
 }
 
@@ -276,6 +278,8 @@ func printVersions() {
 		{"mbsync", "--version"},
 		{"fetchmail", "--version"},
 		{"strace", "-V"},
+		{"dpkg-query", "-W", "microsocks"}, // microsocks has no --version
+		{"gpg", "--version"},
 		{py, "--version"},
 		{"go", "version"},
 	}

@@ -47,8 +47,16 @@ func (s *step) expectUpstream(u user, result string) {
 	if s.r.direct() {
 		return
 	}
-	s.expectAudit("upstream.connect", map[string]string{"host": "127.0.0.1", "addr": "127.0.0.1:" + strconv.Itoa(s.r.upstreamPort)})
-	s.expectAudit("upstream.tls", map[string]string{"host": "127.0.0.1", "tls_version": "TLS1.3", "verified": "true"})
+	host := "127.0.0.1"
+	if s.r.mp.upstreamHost != "" {
+		host = s.r.mp.upstreamHost
+	}
+	connect := map[string]string{"host": host, "addr": host + ":" + strconv.Itoa(s.r.upstreamPort)}
+	if s.r.mp.via != "" {
+		connect["via"] = s.r.mp.via
+	}
+	s.expectAudit("upstream.connect", connect)
+	s.expectAudit("upstream.tls", map[string]string{"host": host, "tls_version": "TLS1.3", "verified": "true"})
 	s.expectAudit("auth", map[string]string{"user": u.name, "result": result})
 	s.expectAudit("session.end", nil)
 }

@@ -99,6 +99,13 @@ func (s *SessionAudit) UpstreamConnect(host, addr string) {
 	s.log.Info(EventUpstreamConnect, "host", host, "addr", addr)
 }
 
+// UpstreamConnectVia records a connection to the provider through a SOCKS5
+// proxy: via is the proxy's address, addr what the proxy was asked to
+// connect to ("HOST:PORT" when the proxy resolved the name).
+func (s *SessionAudit) UpstreamConnectVia(host, addr, via string) {
+	s.log.Info(EventUpstreamConnect, "host", host, "addr", addr, "via", via)
+}
+
 // TLSFacts are the checked facts of an accepted upstream handshake.
 type TLSFacts struct {
 	Host        string
@@ -220,6 +227,9 @@ type SessionStats struct {
 // accepted, and the recipients it accepted for them.
 type MailCounts struct {
 	Messages, Recipients int
+	// Scrubbed is the number of header fields (a folded field counts
+	// once) removed from the top-level headers of the messages sent.
+	Scrubbed int
 }
 
 // End records the end of a session.
@@ -230,7 +240,7 @@ func (s *SessionAudit) End(st SessionStats) {
 		"duration_ms", st.Duration.Milliseconds(),
 	}
 	if st.Mail != nil {
-		attrs = append(attrs, "messages", st.Mail.Messages, "recipients", st.Mail.Recipients)
+		attrs = append(attrs, "messages", st.Mail.Messages, "recipients", st.Mail.Recipients, "scrubbed", st.Mail.Scrubbed)
 	}
 	if st.Err != nil {
 		attrs = append(attrs, "error", oneLine(st.Err.Error()))

@@ -217,6 +217,12 @@ type Provider struct {
 	// AllowPrivateAddresses lets the provider's names resolve to loopback
 	// or private addresses (on-premises and test providers).
 	AllowPrivateAddresses bool
+	// Via is the SOCKS5 proxy every connection goes through; nil means
+	// direct connections (via.go).
+	Via *Via
+	// ScrubHeaders are the header names removed from the top-level header
+	// block of every message sent (SMTP); empty means none.
+	ScrubHeaders []string
 }
 
 // TLSPolicy is a provider's TLS requirement in parsed form: the

@@ -113,8 +113,9 @@ func (s *Session) close() {
 	}
 }
 
-// CountMail records what an SMTP session submitted, for session.end.
-func (s *Session) CountMail(messages, recipients int) {
+// CountMail records what an SMTP session submitted, and the header fields
+// removed from it, for session.end.
+func (s *Session) CountMail(messages, recipients, scrubbed int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.mail == nil {
@@ -122,6 +123,7 @@ func (s *Session) CountMail(messages, recipients int) {
 	}
 	s.mail.Messages += messages
 	s.mail.Recipients += recipients
+	s.mail.Scrubbed += scrubbed
 }
 
 // Provider is the listener's fixed provider, or nil on a "*" listener.
@@ -140,7 +142,8 @@ func (s *Session) Route(login string) (policy.Route, error) {
 // closed with the session. Refusals are audited (by the dialer) and
 // returned as *policy.Denied.
 func (s *Session) Dial(ctx context.Context, r policy.Route) (*tlsconf.Upstream, error) {
-	up, err := s.Dialer.Dial(ctx, r.Provider, r.Endpoint, s.Audit)
+	// The account reaches the dialer for a proxy that isolates accounts.
+	up, err := s.Dialer.Dial(tlsconf.WithAccount(ctx, r.User), r.Provider, r.Endpoint, s.Audit)
 	if err != nil {
 		return nil, err
 	}

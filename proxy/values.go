@@ -39,6 +39,9 @@ type Limits struct {
 	MaxPrelogin    int
 	MaxMessageSize int64 // SMTP message size (0: the provider's SIZE, else 64 MiB)
 	MaxRecipients  int   // SMTP recipients per message (100)
+	// MaxHeaderBlock bounds a sent message's top-level header block, which
+	// is held to remove the provider's scrub_headers (256 KiB).
+	MaxHeaderBlock int
 }
 
 // DefaultLimits are the values a zero Limits field stands for.
@@ -54,6 +57,7 @@ var DefaultLimits = Limits{
 	MaxLiteral:                 64 << 10,
 	MaxPrelogin:                64 << 10,
 	MaxRecipients:              100,
+	MaxHeaderBlock:             256 << 10,
 }
 
 // WithDefaults returns l with every zero (or negative) field replaced by
@@ -81,6 +85,7 @@ func (l Limits) WithDefaults() Limits {
 	pick(&l.MaxLiteral, d.MaxLiteral)
 	pick(&l.MaxPrelogin, d.MaxPrelogin)
 	pick(&l.MaxRecipients, d.MaxRecipients)
+	pick(&l.MaxHeaderBlock, d.MaxHeaderBlock)
 	if l.MaxMessageSize < 0 {
 		l.MaxMessageSize = 0
 	}

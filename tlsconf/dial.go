@@ -38,7 +38,8 @@ type Upstream struct {
 	*tls.Conn
 	// Host is the name the certificate was verified for.
 	Host string
-	// Addr is the "ip:port" dialled.
+	// Addr is the "ip:port" dialled, or through a SOCKS5 proxy what the
+	// proxy was asked for ("HOST:PORT" with socks5h).
 	Addr string
 	// Facts are the checked handshake facts, as audited.
 	Facts policy.TLSFacts
@@ -82,9 +83,25 @@ func (d *Dialer) dial(ctx context.Context, p *policy.Provider, ep policy.Endpoin
 		return nil, policy.Deny(policy.ReasonNonProviderHost, host,
 			"%s is not in provider %q's hosts %v", host, p.Name, p.Hosts)
 	}
+	if policy.IsOnion(host) && (p.Via == nil || !p.Via.RemoteDNS) {
+		return nil, policy.Deny(policy.ReasonNonProviderHost, host,
+			"%s is an onion service: it is reachable only through Tor, with via = \"socks5h://...\"", host)
+	}
 	pr, err := ProfileFor(p)
 	if err != nil {
 		return nil, err
+	}
+	if p.Via != nil {
+		// Through the SOCKS5 proxy (socks.go); from the raw connection on,
+		// nothing differs.
+		raw, target, err := d.socksConnect(ctx, p, host, ep)
+		if err != nil {
+			return nil, err
+		}
+		if audit != nil {
+			audit.UpstreamConnectVia(host, target, p.Via.Addr.String())
+		}
+		return d.finish(ctx, raw, target, pr, host, ep, audit, false)
 	}
 	addrs, err := d.resolve(ctx, host, p.AllowPrivateAddresses)
 	if err != nil {
@@ -111,11 +128,21 @@ func (d *Dialer) dial(ctx context.Context, p *policy.Provider, ep policy.Endpoin
 	if audit != nil {
 		audit.UpstreamConnect(host, addr)
 	}
+	return d.finish(ctx, raw, addr, pr, host, ep, audit, true)
+}
+
+// finish runs STARTTLS and the handshake on the raw connection to addr.
+// canDiagnose is false through a proxy: the diagnostic hello would be a
+// direct connection.
+func (d *Dialer) finish(ctx context.Context, raw net.Conn, addr string, pr *Profile, host string, ep policy.Endpoint, audit *policy.SessionAudit, canDiagnose bool) (*Upstream, error) {
 	up, err := d.handshake(ctx, raw, pr, host, ep)
 	if err != nil {
 		raw.Close()
 		var quiet *hungUp
 		if errors.As(err, &quiet) {
+			if !canDiagnose {
+				return nil, quiet.err
+			}
 			if better := d.diagnose(ctx, addr, pr, host, ep, audit); better != nil {
 				return nil, better
 			}

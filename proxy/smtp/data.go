@@ -14,13 +14,18 @@ import (
 )
 
 // copyBuf is the one buffer a message passes through on its way to the
-// provider: the message is streamed, never held.
+// provider: the message is streamed, never held, but for its top-level
+// header block (at most max_header_block), held to remove the provider's
+// scrub_headers.
 const copyBuf = 32 << 10
 
 // Data relays the app's message (DATA, RFC 5321 §4.1.1.4, or BDAT chunks,
 // RFC 3030 §2, which go-smtp's server joins into one stream) to the
 // provider as DATA, streaming it: go-smtp has already removed the app's
-// dot-stuffing and the provider's DATA writer adds it again.
+// dot-stuffing and the provider's DATA writer adds it again. On the way,
+// the provider's scrub_headers are removed from the message's top-level
+// header block (scrub.go); a header block over max_header_block is refused
+// with 552 before anything is sent.
 //
 // The app's reply comes from the provider's reply to the end of the
 // message and nothing else. When the provider accepts it, Data returns that
@@ -44,52 +49,100 @@ func (f *session) Data(r io.Reader) error {
 	}
 	up := f.up
 
-	// Wait for the first bytes before starting DATA at the provider: a
-	// BDAT transfer the app aborts before its first chunk then costs
-	// nothing there.
+	// DATA starts at the provider with the first bytes the scrubber passes
+	// on, once the app's header block is complete (scrub.go): a BDAT
+	// transfer the app aborts early, or a header block over the limit,
+	// then costs nothing there.
+	ld := &lazyData{start: up.c.Data, conn: up.conn, timeout: f.timeout}
+	sc := newScrubber(ld, up.route.Provider.ScrubHeaders, f.headerLimit())
 	buf := make([]byte, copyBuf)
-	n, rerr := readSome(r, buf)
-	if rerr != nil && rerr != io.EOF {
-		return f.appFailed(rerr, false)
-	}
-	w, err := up.c.Data()
-	if err != nil {
-		return f.providerFailed(err, "starting DATA")
-	}
-	dw := deadlineWriter{w: w, conn: up.conn, timeout: f.timeout}
-	for {
-		if n > 0 {
-			if _, err := dw.Write(buf[:n]); err != nil {
-				return f.providerFailed(err, "sending the message")
-			}
-		}
-		if rerr != nil {
-			break
-		}
+	var rerr error
+	for rerr == nil {
+		var n int
 		n, rerr = r.Read(buf)
+		if n == 0 {
+			continue
+		}
+		if _, err := sc.Write(buf[:n]); err != nil {
+			return f.dataFailed(ld, err)
+		}
 	}
 	if rerr != io.EOF {
-		up.kill("the app's message was cut short")
-		return f.appFailed(rerr, true)
+		if ld.w != nil {
+			up.kill("the app's message was cut short")
+		}
+		return f.appFailed(rerr, ld.w != nil)
 	}
-	resp, err := w.CloseWithResponse()
+	if err := sc.Close(); err != nil {
+		return f.dataFailed(ld, err)
+	}
+	if _, err := ld.Write(nil); err != nil { // an empty message starts DATA here
+		return f.dataFailed(ld, err)
+	}
+	resp, err := ld.w.CloseWithResponse()
 	up.txn = false // the reply to the end of the message ends the transaction
 	if err != nil {
 		return f.providerFailed(err, "waiting for the provider's reply to the message")
 	}
-	f.s.CountMail(1, f.rcpts)
+	f.s.CountMail(1, f.rcpts, sc.Removed())
 	ec, text := parseReply(resp.StatusText)
 	return &gosmtp.SMTPError{Code: 250, EnhancedCode: ec, Message: text}
 }
 
-// readSome reads until it has at least one byte or an error.
-func readSome(r io.Reader, buf []byte) (int, error) {
-	for {
-		n, err := r.Read(buf)
-		if n > 0 || err != nil {
-			return n, err
+// lazyData starts DATA at the provider at its first Write, and bounds
+// each write of the message to the provider: go-smtp's client sets
+// deadlines around commands, not while a message streams.
+type lazyData struct {
+	start   func() (*gosmtp.DataCommand, error)
+	conn    net.Conn
+	timeout time.Duration
+	w       *gosmtp.DataCommand // once started
+	err     error               // from starting DATA
+}
+
+func (l *lazyData) Write(p []byte) (int, error) {
+	if l.w == nil {
+		if l.err != nil {
+			return 0, l.err
 		}
+		w, err := l.start()
+		if err != nil {
+			l.err = err
+			return 0, err
+		}
+		l.w = w
 	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	l.conn.SetWriteDeadline(time.Now().Add(l.timeout))
+	return l.w.Write(p)
+}
+
+// dataFailed answers a write of the message that failed: a header block
+// over the limit (refused, nothing of it sent), or the provider.
+func (f *session) dataFailed(ld *lazyData, err error) error {
+	if errors.Is(err, errHeaderTooLarge) {
+		// Nothing of the message was sent: the scrubber writes nothing
+		// before the header block ends, so DATA has not started, and the
+		// transaction stays open for the app's RSET.
+		limit := f.headerLimit()
+		f.s.Deny(policy.ReasonLimit, "", "the app's message has a header block larger than %d bytes (max_header_block); it was not sent", limit)
+		return &gosmtp.SMTPError{Code: 552, EnhancedCode: gosmtp.EnhancedCode{5, 3, 4},
+			Message: fmt.Sprintf("the message's header block is larger than %d bytes; mailproxy removes app-identifying headers from it and passes none on unchecked", limit)}
+	}
+	if ld.err != nil {
+		return f.providerFailed(err, "starting DATA")
+	}
+	return f.providerFailed(err, "sending the message")
+}
+
+// headerLimit is the most the top-level header block may hold.
+func (f *session) headerLimit() int {
+	if l := f.s.Settings.Limits.MaxHeaderBlock; l > 0 {
+		return l
+	}
+	return proxy.DefaultLimits.MaxHeaderBlock
 }
 
 // appFailed answers a message the app did not deliver whole; cut says the
@@ -123,18 +176,4 @@ func (f *session) appFailed(err error, cut bool) error {
 	f.fail(fmt.Errorf("the app's connection failed during the message: %w", err))
 	return &gosmtp.SMTPError{Code: 421, EnhancedCode: gosmtp.EnhancedCode{4, 4, 2},
 		Message: "the app's connection failed during the message; it was not sent"}
-}
-
-// deadlineWriter bounds each write of the message to the provider:
-// go-smtp's client sets deadlines around commands, not while a message
-// streams.
-type deadlineWriter struct {
-	w       io.Writer
-	conn    net.Conn
-	timeout time.Duration
-}
-
-func (d deadlineWriter) Write(b []byte) (int, error) {
-	d.conn.SetWriteDeadline(time.Now().Add(d.timeout))
-	return d.w.Write(b)
 }
