@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -31,12 +32,24 @@ func fronts() map[policy.Proto]proxy.Front {
 	}
 }
 
-func runCmd(args []string, stdout, stderr io.Writer) int {
+type runFlags struct {
+	fs             *flag.FlagSet
+	path, provider *string
+}
+
+func newRunFlags(stderr io.Writer) *runFlags {
 	fs := newFlags("run", stderr)
-	path := fs.String("config", "", "configuration file (default: the first of the default locations that exists)")
-	provider := fs.String("provider", "", "built-in provider to serve, or the one provider of the file to serve")
-	if err := fs.Parse(args); err != nil {
-		return exitUsage
+	return &runFlags{fs: fs,
+		path:     fs.String("config", "", "configuration file (default: the first of the default locations that exists)"),
+		provider: fs.String("provider", "", "built-in provider to serve, or the one provider of the file to serve"),
+	}
+}
+
+func runCmd(args []string, stdout, stderr io.Writer) int {
+	f := newRunFlags(stderr)
+	fs, path, provider := f.fs, f.path, f.provider
+	if code, ok := parseFlags("run", fs, args, stdout, stderr); !ok {
+		return code
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "mailproxy run: unexpected argument %q\n", fs.Arg(0))
