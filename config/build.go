@@ -35,6 +35,7 @@ func (d *doc) build(f *File) (*Config, Errors) {
 		c.Level = lvl
 	}
 	d.limits(&f.Limits, &c.Limits, add)
+	c.Status = d.status(&f.Status, add)
 
 	names := map[string]bool{}
 	for i := range f.Provider {

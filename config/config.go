@@ -31,6 +31,7 @@ type File struct {
 	Limits   LimitsEntry     `toml:"limits"`
 	Provider []ProviderEntry `toml:"provider"`
 	Listen   []ListenEntry   `toml:"listen"`
+	Status   StatusEntry     `toml:"status"`
 }
 
 // LogEntry is the [log] table.
@@ -85,7 +86,8 @@ type ListenEntry struct {
 
 // known keys of each table, for the unknown-key check.
 var knownKeys = map[string][]string{
-	"":         {"log", "limits", "provider", "listen"},
+	"":         {"log", "limits", "provider", "listen", "status"},
+	"status":   {"address", "allow_clients"},
 	"log":      {"audit", "level"},
 	"limits":   {"max_sessions", "max_sessions_per_client", "sessions_per_minute_per_client", "preauth_timeout", "idle_timeout", "command_timeout", "dial_timeout", "max_line", "max_literal", "max_prelogin", "max_message_size", "max_recipients"},
 	"provider": {"name", "hosts", "domains", "imap", "pop3", "smtp", "ca_file", "pins", "min_tls", "max_tls", "allow_private_addresses"},
@@ -109,6 +111,8 @@ type Config struct {
 	Limits    proxy.Limits
 	Providers []*policy.Provider
 	Listeners []*proxy.ListenSpec
+	// Status is the status page's listener; nil when there is none.
+	Status *Status
 }
 
 // Setup is what the proxy serves: the configuration's values, without

@@ -75,3 +75,20 @@ func TestNoFollowOnErrors(t *testing.T) {
 		t.Errorf("misspelt table: %v", err)
 	}
 }
+
+func TestStatusTable(t *testing.T) {
+	c, err := Parse("f.toml", []byte(provider+listener+"[status]\naddress = \"localhost:1180\"\n"))
+	if err != nil || c.Status == nil || c.Status.Address != "127.0.0.1:1180" || !c.Status.Access.Loopback {
+		t.Fatalf("status: %+v, %v", c, err)
+	}
+	c, err = Parse("f.toml", []byte(provider+listener+"[status]\naddress = \"0.0.0.0:1180\"\nallow_clients = [\"192.168.1.0/24\"]\n"))
+	if err != nil || c.Status.Access.Loopback || len(c.Status.Access.AllowClients) != 1 {
+		t.Fatalf("LAN status: %+v, %v", c.Status, err)
+	}
+	bad(t, provider+listener+"[status]\naddress = \"192.168.1.5:1180\"\n", 11, "address (status)", "allow_clients")
+	bad(t, provider+listener+"[status]\naddress = \"127.0.0.1:http\"\n", 11, "address (status)", "bad port")
+	bad(t, provider+listener+"[status]\nadress = \"127.0.0.1:1180\"\n", 11, "adress", `did you mean "address"`)
+	if c, err := Parse("f.toml", []byte(provider+listener)); err != nil || c.Status != nil {
+		t.Errorf("no [status]: %+v, %v", c.Status, err)
+	}
+}

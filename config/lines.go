@@ -99,7 +99,7 @@ func index(file string, data []byte) (*doc, Errors) {
 				}
 				continue
 			}
-			if table == "" && (key == "provider" || key == "listen" || key == "log" || key == "limits") {
+			if table == "" && (key == "provider" || key == "listen" || key == "log" || key == "limits" || key == "status") {
 				errs = append(errs, &Error{File: file, Line: line, Key: key,
 					Msg: "write this as a table ([" + key + "] or [[" + key + "]]), not an inline value"})
 				continue

@@ -181,6 +181,7 @@ func (pr *Profile) CheckState(host string, cs tls.ConnectionState) (policy.TLSFa
 	if len(cs.PeerCertificates) > 0 {
 		h := SPKIHash(cs.PeerCertificates[0])
 		f.SPKISHA256 = base64.StdEncoding.EncodeToString(h[:])
+		f.NotAfter = cs.PeerCertificates[0].NotAfter
 	}
 	switch {
 	case !cs.HandshakeComplete:

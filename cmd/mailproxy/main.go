@@ -293,16 +293,16 @@ func checkEnvironment(stderr io.Writer) bool {
 }
 
 // openAudit opens the audit sink the configuration names.
-func openAudit(c *config.Config, stdout, stderr io.Writer) (*policy.Audit, io.Closer, error) {
+func openAudit(c *config.Config, stdout, stderr io.Writer, observers ...policy.Observer) (*policy.Audit, io.Closer, error) {
 	switch c.AuditPath {
 	case "", "stderr":
-		return policy.NewAudit(stderr, c.Level), io.NopCloser(nil), nil
+		return policy.NewAudit(stderr, c.Level, observers...), io.NopCloser(nil), nil
 	case "stdout":
-		return policy.NewAudit(stdout, c.Level), io.NopCloser(nil), nil
+		return policy.NewAudit(stdout, c.Level, observers...), io.NopCloser(nil), nil
 	}
 	f, err := os.OpenFile(c.AuditPath, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, nil, fmt.Errorf("opening the audit log: %w", err)
 	}
-	return policy.NewAudit(f, c.Level), f, nil
+	return policy.NewAudit(f, c.Level, observers...), f, nil
 }
