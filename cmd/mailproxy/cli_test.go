@@ -197,3 +197,33 @@ func TestCertNeverReplacedSilently(t *testing.T) {
 		t.Errorf("cert -renew: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
 }
+
+// TestReportCommand: report summarises an audit log on stdout and, with
+// -html, in a self-contained page; usage errors exit 2.
+func TestReportCommand(t *testing.T) {
+	log := `{"time":"2026-01-02T10:00:00Z","level":"INFO","msg":"session.start","conn":"a","proto":"imap","client":"127.0.0.1:4000","provider":"example"}
+{"time":"2026-01-02T10:00:01Z","level":"INFO","msg":"upstream.tls","conn":"a","proto":"imap","provider":"example","host":"mail.example.com","tls_version":"TLS1.3","cipher":"TLS_AES_128_GCM_SHA256","group":"X25519MLKEM768","verified":true}
+{"time":"2026-01-02T10:00:01Z","level":"INFO","msg":"auth","conn":"a","proto":"imap","user":"alice","result":"ok"}
+{"time":"2026-01-02T10:00:02Z","level":"WARN","msg":"policy.denied","reason":"remote_client","host":"192.0.2.9","detail":"not in allow_clients","client":"192.0.2.9","listener":"127.0.0.1:1143","proto":"imap"}
+{"time":"2026-01-02T10:00:05Z","level":"INFO","msg":"session.end","conn":"a","proto":"imap","bytes_up":10,"bytes_down":20,"duration_ms":5000}
+`
+	path := writeFile(t, "audit.jsonl", log)
+	html := path + ".html"
+	code, out, errOut := run("report", "-html", html, path)
+	if code != 0 || !strings.Contains(out, "Sessions: 1 (bytes up 10, down 20); logins: 1 ok, 0 failed") || !strings.Contains(out, "Refusals: 1") {
+		t.Errorf("report: exit %d\n%s%s", code, out, errOut)
+	}
+	page, err := os.ReadFile(html)
+	if err != nil || !strings.Contains(string(page), "<svg") || strings.Contains(string(page), "<script") {
+		t.Errorf("report -html: %v\n%s", err, page)
+	}
+	if code, out, _ := run("report", "-since", "1h", path); code != 0 || !strings.Contains(out, "Sessions: 0") {
+		t.Errorf("report -since 1h of an old log: exit %d\n%s", code, out)
+	}
+	if code, _, _ := run("report"); code != 2 {
+		t.Errorf("report without a file: exit %d", code)
+	}
+	if code, _, _ := run("report", "/nonexistent.jsonl"); code != 1 {
+		t.Errorf("report of a missing file: exit %d", code)
+	}
+}

@@ -47,7 +47,7 @@ func commands() []command {
 	return []command{
 		{"run", "", "serve (the default command)", func() *flag.FlagSet { return newRunFlags(io.Discard).fs }, runCmd},
 		{"check", "[HOST:PORT...]", "connect to a provider's endpoints and show the TLS they negotiate (never logs in)", func() *flag.FlagSet { return newCheckFlags(io.Discard).fs }, checkCmd},
-		// {"report", "AUDITFILE", "summarise an audit log: sessions, TLS seen, refusals", func() *flag.FlagSet { return newReportFlags(io.Discard).fs }, reportCmd},
+		{"report", "AUDITFILE", "summarise an audit log: sessions, TLS seen, refusals", func() *flag.FlagSet { return newReportFlags(io.Discard).fs }, reportCmd},
 		{"demo", "", "a local demo provider behind mailproxy", func() *flag.FlagSet { return newDemoFlags(io.Discard).fs }, demoCmd},
 		{"cert", "", "print the local TLS certificate (creating it once)", func() *flag.FlagSet { return newCertFlags(io.Discard).fs }, certCmd},
 		{"config check", "", "validate a configuration file", func() *flag.FlagSet { return newConfigCheckFlags(io.Discard).fs }, configCheckCmd},
