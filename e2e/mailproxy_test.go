@@ -24,6 +24,8 @@ type mailproxy struct {
 	ports  map[string]int
 	// straceOut is the strace output file when it runs under strace.
 	straceOut string
+	// status is the address of its status page ([status]).
+	status string
 }
 
 // route is how a client reaches the provider in a step: through one of
@@ -79,7 +81,7 @@ func (e *env) startMailproxy(name string, underStrace bool) (mp *mailproxy, err 
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	ports, err := freePorts(6)
+	ports, err := freePorts(7)
 	if err != nil {
 		return nil, err
 	}
@@ -112,6 +114,8 @@ func (e *env) startMailproxy(name string, underStrace bool) (mp *mailproxy, err 
 			i++
 		}
 	}
+	mp.status = fmt.Sprintf("127.0.0.1:%d", ports[6])
+	fmt.Fprintf(&b, "\n[status]\naddress = %q\n", mp.status)
 	if err := os.WriteFile(mp.cfg, []byte(b.String()), 0o644); err != nil {
 		return nil, err
 	}
