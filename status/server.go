@@ -42,7 +42,8 @@ type Server struct {
 	// Snapshot describes the running listeners and sessions (the proxy
 	// server's registry).
 	Snapshot func() ([]proxy.ListenerInfo, []proxy.SessionInfo)
-	Audit    *policy.Audit
+	// Audit records the page's refusals (required).
+	Audit *policy.Audit
 
 	mu  sync.Mutex
 	cur *binding
@@ -119,9 +120,11 @@ func (p *Pending) Commit() {
 	old := s.cur
 	switch {
 	case p.keep:
-		old.mu.Lock()
-		old.access = p.access
-		old.mu.Unlock()
+		if old != nil {
+			old.mu.Lock()
+			old.access = p.access
+			old.mu.Unlock()
+		}
 		s.mu.Unlock()
 		return
 	case p.next != nil:

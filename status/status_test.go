@@ -405,7 +405,18 @@ func TestStatusPageRefuses(t *testing.T) {
 func TestStatusPageMoves(t *testing.T) {
 	r := start(t, policy.Access{Loopback: true})
 	old := r.base
-	p, err := r.page.Prepare("127.0.0.1:0", policy.Access{Loopback: true})
+	// The same address with other clients: the access changes in place.
+	p, err := r.page.Prepare(r.page.Addr(), policy.Access{AllowClients: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Commit()
+	if code, _ := get(t, old+"/"); code != http.StatusForbidden {
+		t.Errorf("after a change of allow_clients: %d", code)
+	}
+	p, _ = r.page.Prepare(r.page.Addr(), policy.Access{Loopback: true})
+	p.Commit()
+	p, err = r.page.Prepare("127.0.0.1:0", policy.Access{Loopback: true})
 	if err != nil {
 		t.Fatal(err)
 	}
