@@ -22,10 +22,9 @@ type mailproxy struct {
 	audit  *logFile // the [log] audit file
 	stderr *logFile // its stdout and stderr
 	ports  map[string]int
+	status string // the address of its status page ([status])
 	// straceOut is the strace output file when it runs under strace.
 	straceOut string
-	// status is the address of its status page ([status]).
-	status string
 }
 
 // route is how a client reaches the provider in a step: through one of
@@ -98,6 +97,8 @@ func (e *env) startMailproxy(name string, underStrace bool) (mp *mailproxy, err 
 	// hundreds of sessions a minute: the per-client rate is raised (its
 	// default is tested in proxy/).
 	fmt.Fprintf(&b, "\n[limits]\nsessions_per_minute_per_client = 1000000\n")
+	mp.status = fmt.Sprintf("127.0.0.1:%d", ports[6])
+	fmt.Fprintf(&b, "\n[status]\naddress = %q\n", mp.status)
 	for _, mode := range modes {
 		fmt.Fprintf(&b, "\n[[provider]]\nname = \"provider-%s\"\nhosts = [\"127.0.0.1\"]\n", mode)
 		for _, proto := range []string{"imap", "pop3", "smtp"} {
@@ -114,8 +115,6 @@ func (e *env) startMailproxy(name string, underStrace bool) (mp *mailproxy, err 
 			i++
 		}
 	}
-	mp.status = fmt.Sprintf("127.0.0.1:%d", ports[6])
-	fmt.Fprintf(&b, "\n[status]\naddress = %q\n", mp.status)
 	if err := os.WriteFile(mp.cfg, []byte(b.String()), 0o644); err != nil {
 		return nil, err
 	}
