@@ -91,8 +91,15 @@ func (d *doc) decodeTable(table, path, who string, t map[string]any, dst reflect
 }
 
 // assign stores v in dst when its type fits, else says what was wanted.
+// A pointer field is set (to a new value) when the key is present.
 func assign(dst reflect.Value, v any) (want string) {
 	switch dst.Kind() {
+	case reflect.Pointer:
+		p := reflect.New(dst.Type().Elem())
+		if want := assign(p.Elem(), v); want != "" {
+			return want
+		}
+		dst.Set(p)
 	case reflect.String:
 		s, ok := v.(string)
 		if !ok {

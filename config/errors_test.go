@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -90,5 +91,27 @@ func TestStatusTable(t *testing.T) {
 	bad(t, provider+listener+"[status]\nadress = \"127.0.0.1:1180\"\n", 11, "adress", `did you mean "address"`)
 	if c, err := Parse("f.toml", []byte(provider+listener)); err != nil || c.Status != nil {
 		t.Errorf("no [status]: %+v, %v", c.Status, err)
+	}
+}
+
+// TestDecodeKinds: every kind of field a File has decodes, a pointer field
+// only when its key is present.
+func TestDecodeKinds(t *testing.T) {
+	var x struct {
+		S  string    `toml:"s"`
+		B  bool      `toml:"b"`
+		I  int       `toml:"i"`
+		L  []string  `toml:"l"`
+		P  *[]string `toml:"p"`
+		NP *[]string `toml:"np"`
+	}
+	d := newDoc("f.toml")
+	errs := d.decodeTable("t", "t", "", map[string]any{"s": "x", "b": true, "i": int64(3), "l": []any{"a"}, "p": []any{}}, reflect.ValueOf(&x).Elem())
+	if len(errs) != 0 || x.S != "x" || !x.B || x.I != 3 || len(x.L) != 1 || x.P == nil || len(*x.P) != 0 || x.NP != nil {
+		t.Errorf("decoded %+v, errors %v", x, errs)
+	}
+	errs = d.decodeTable("t", "t", "", map[string]any{"p": "a"}, reflect.ValueOf(&x).Elem())
+	if len(errs) != 1 || !strings.Contains(errs[0].Error(), `p: want a list of strings like ["a", "b"], not the string "a"`) {
+		t.Errorf("a pointer field of the wrong type: %v", errs)
 	}
 }
