@@ -124,7 +124,6 @@ func (d *Dialer) dial(ctx context.Context, p *policy.Provider, ep policy.Endpoin
 		return nil, err
 	}
 	up.Addr = addr
-	up.Facts.Provider = p.Name
 	if audit != nil {
 		audit.UpstreamTLS(up.Facts)
 	}
