@@ -59,12 +59,14 @@ type conn struct {
 // ProviderTLS are the facts of the latest accepted handshake with a
 // provider (its upstream.tls event).
 type ProviderTLS struct {
-	Provider, Host       string
-	Version, Cipher      string
-	Group                string
-	Verified             bool
-	Pin                  string // "ok" (a pin matched) or "none"
-	Trust                string // the event's trust field, when it has one
+	Provider, Host  string
+	Version, Cipher string
+	Group           string
+	Verified        bool
+	Pin             string // "ok" (a pin matched) or "none"
+	// Trust is the trust-on-first-use state of the provider's root, when
+	// the event has one (its `tofu` field: learned, match, off).
+	Trust                string
 	NotAfter             time.Time
 	At                   time.Time
 	HandshakeMillis      int64 // from TCP connected to the handshake checked; -1 unknown
@@ -137,7 +139,7 @@ func (c *Collector) Observe(e policy.Event) {
 	case policy.EventUpstreamTLS:
 		p := ProviderTLS{Provider: e.Str("provider"), Host: e.Str("host"), Version: e.Str("tls_version"),
 			Cipher: e.Str("cipher"), Group: e.Str("group"), Verified: e.Bool("verified"), Pin: e.Str("pin"),
-			Trust: e.Str("trust"), At: e.Time, HandshakeMillis: -1, SPKISHA256: e.Str("spki_sha256"), Protocol: e.Str("proto")}
+			Trust: e.Str("tofu"), At: e.Time, HandshakeMillis: -1, SPKISHA256: e.Str("spki_sha256"), Protocol: e.Str("proto")}
 		if p.Provider == "" {
 			p.Provider = p.Host
 		}

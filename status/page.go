@@ -128,7 +128,7 @@ th { background: #f3f3f3; } td.n { text-align: right; font-variant-numeric: tabu
 <h2>Providers: the latest TLS</h2>
 {{if .Providers}}<table id="providers">
 <tr><th>provider</th><th>host</th><th>TLS</th><th>suite</th><th>group</th><th>certificate expires</th><th>trust</th><th>last handshake</th></tr>
-{{range .Providers}}<tr class="provider" data-provider="{{.Provider}}"><td>{{.Provider}}</td><td>{{.Host}}</td><td class="tls-version">{{.Version}}</td><td class="cipher">{{.Cipher}}</td><td class="group">{{.Group}}</td><td class="expires">{{date .NotAfter}}{{if not .NotAfter.IsZero}} ({{days $.Now .NotAfter}} days){{end}}</td><td class="trust">{{if .Verified}}<span class="ok">chain verified</span>{{else}}<span class="bad">not verified</span>{{end}}{{if eq .Pin "ok"}}, pin matched{{end}}{{if .Trust}}, {{.Trust}}{{end}}</td><td>{{ago $.Now .At}} ago{{if ge .HandshakeMillis 0}}, {{.HandshakeMillis}} ms{{end}}</td></tr>
+{{range .Providers}}<tr class="provider" data-provider="{{.Provider}}"><td>{{.Provider}}</td><td>{{.Host}}</td><td class="tls-version">{{.Version}}</td><td class="cipher">{{.Cipher}}</td><td class="group">{{.Group}}</td><td class="expires">{{date .NotAfter}}{{if not .NotAfter.IsZero}} ({{days $.Now .NotAfter}} days){{end}}</td><td class="trust">{{if .Verified}}<span class="ok">chain verified</span>{{else}}<span class="bad">not verified</span>{{end}}{{if eq .Pin "ok"}}, pin matched{{end}}{{if .Trust}}, root on first use: {{.Trust}}{{end}}</td><td>{{ago $.Now .At}} ago{{if ge .HandshakeMillis 0}}, {{.HandshakeMillis}} ms{{end}}</td></tr>
 {{end}}</table>{{else}}<p id="providers" class="quiet">No handshake with a provider yet.</p>{{end}}
 
 <h2>The latest refusals</h2>
