@@ -66,6 +66,9 @@ func (d *doc) build(f *File) (*Config, Errors) {
 		addrs[l.Address] = true
 		c.Listeners = append(c.Listeners, l)
 	}
+	if c.Status != nil && addrs[c.Status.Address] {
+		add(d.at("status.address", "address (status)", "%s is also a listener's address", c.Status.Address))
+	}
 	if len(f.Listen) == 0 && len(errs) == 0 {
 		add(&Error{File: d.file, Msg: "no [[listen]] entries: add one, e.g. protocol = \"imap\", address = \"127.0.0.1:1143\", provider = \"...\""})
 	}

@@ -89,6 +89,7 @@ func TestStatusTable(t *testing.T) {
 	bad(t, provider+listener+"[status]\naddress = \"192.168.1.5:1180\"\n", 11, "address (status)", "allow_clients")
 	bad(t, provider+listener+"[status]\naddress = \"127.0.0.1:http\"\n", 11, "address (status)", "bad port")
 	bad(t, provider+listener+"[status]\nadress = \"127.0.0.1:1180\"\n", 11, "adress", `did you mean "address"`)
+	bad(t, provider+listener+"[status]\naddress = \"127.0.0.1:1143\"\n", 11, "address (status)", "also a listener's address")
 	if c, err := Parse("f.toml", []byte(provider+listener)); err != nil || c.Status != nil {
 		t.Errorf("no [status]: %+v, %v", c.Status, err)
 	}
