@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"time"
 
@@ -34,12 +35,16 @@ func (d *doc) build(f *File) (*Config, Errors) {
 		c.Level = lvl
 	}
 	d.limits(&f.Limits, &c.Limits, add)
+	c.Status = d.status(&f.Status, add)
 
 	names := map[string]bool{}
 	for i := range f.Provider {
 		pe := &f.Provider[i]
 		p := d.provider(i, pe, add)
 		if p == nil {
+			// Its listeners say nothing more about it (no follow-on
+			// errors): its own errors are reported.
+			d.failed = append(d.failed, pe.Name)
 			continue
 		}
 		if names[p.Name] {
@@ -60,6 +65,9 @@ func (d *doc) build(f *File) (*Config, Errors) {
 		}
 		addrs[l.Address] = true
 		c.Listeners = append(c.Listeners, l)
+	}
+	if c.Status != nil && addrs[c.Status.Address] {
+		add(d.at("status.address", "address (status)", "%s is also a listener's address", c.Status.Address))
 	}
 	if len(f.Listen) == 0 && len(errs) == 0 {
 		add(&Error{File: d.file, Msg: "no [[listen]] entries: add one, e.g. protocol = \"imap\", address = \"127.0.0.1:1143\", provider = \"...\""})
@@ -201,10 +209,12 @@ func (d *doc) provider(i int, pe *ProviderEntry, add func(*Error)) *policy.Provi
 	// the dialer reads and parses nothing. A reload parses it afresh.
 	t := &p.TLS
 	t.MinVersion, t.MaxVersion = tls.VersionTLS12, tls.VersionTLS13
+	window := true // both ends valid: worth comparing
 	if pe.MinTLS != "" {
 		v, err := policy.ParseTLSVersion(pe.MinTLS)
 		if err != nil {
 			fail("min_tls", "%v", err)
+			window = false
 		}
 		t.MinVersion = v
 	}
@@ -213,12 +223,14 @@ func (d *doc) provider(i int, pe *ProviderEntry, add func(*Error)) *policy.Provi
 		switch {
 		case err != nil:
 			fail("max_tls", "%v", err)
+			window = false
 		case v < tls.VersionTLS12:
 			fail("max_tls", "%q: max_tls may only be \"1.2\" or \"1.3\" (a ceiling below TLS 1.2 is never needed)", pe.MaxTLS)
+			window = false
 		}
 		t.MaxVersion = v
 	}
-	if t.MinVersion > t.MaxVersion {
+	if window && t.MinVersion > t.MaxVersion {
 		fail("min_tls", "min_tls %q is above max_tls %q", pe.MinTLS, pe.MaxTLS)
 	}
 	if pe.CAFile != "" {
@@ -320,7 +332,7 @@ func (d *doc) listener(i int, le *ListenEntry, c *Config, add func(*Error)) *pro
 	case "":
 		fail("provider", "provider is required: a provider's name, or \"*\" to choose by the login's domain")
 	case "*":
-		if len(c.Providers) == 0 {
+		if len(c.Providers) == 0 && len(d.failed) == 0 && !d.unknownTable {
 			fail("provider", "\"*\" needs [[provider]] entries with domains to choose from")
 		}
 	default:
@@ -331,7 +343,9 @@ func (d *doc) listener(i int, le *ListenEntry, c *Config, add func(*Error)) *pro
 				c.Providers = append(c.Providers, p)
 			}
 		}
-		if p == nil {
+		if p == nil && (slices.Contains(d.failed, le.Provider) || d.unknownTable) {
+			ok = false // its provider's errors are reported already
+		} else if p == nil {
 			fail("provider", "no provider named %q (define it in a [[provider]], or use a built-in: %v)", le.Provider, PresetNames())
 		} else if _, has := p.Endpoint(proto); !has && proto != "" {
 			fail("provider", "provider %q has no %s endpoint", p.Name, proto)

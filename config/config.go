@@ -5,9 +5,11 @@
 package config
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/netip"
 	"os"
@@ -29,6 +31,7 @@ type File struct {
 	Limits   LimitsEntry     `toml:"limits"`
 	Provider []ProviderEntry `toml:"provider"`
 	Listen   []ListenEntry   `toml:"listen"`
+	Status   StatusEntry     `toml:"status"`
 }
 
 // LogEntry is the [log] table.
@@ -91,7 +94,8 @@ type ListenEntry struct {
 
 // known keys of each table, for the unknown-key check.
 var knownKeys = map[string][]string{
-	"":         {"log", "limits", "provider", "listen"},
+	"":         {"log", "limits", "provider", "listen", "status"},
+	"status":   {"address", "allow_clients"},
 	"log":      {"audit", "level"},
 	"limits":   {"max_sessions", "max_sessions_per_client", "sessions_per_minute_per_client", "preauth_timeout", "idle_timeout", "command_timeout", "dial_timeout", "max_line", "max_literal", "max_prelogin", "max_message_size", "max_recipients", "max_header_block"},
 	"provider": {"name", "hosts", "domains", "imap", "pop3", "smtp", "ca_file", "pins", "min_tls", "max_tls", "allow_private_addresses", "via", "via_user", "via_password", "isolate", "via_allow_remote", "scrub_headers"},
@@ -115,6 +119,8 @@ type Config struct {
 	Limits    proxy.Limits
 	Providers []*policy.Provider
 	Listeners []*proxy.ListenSpec
+	// Status is the status page's listener; nil when there is none.
+	Status *Status
 }
 
 // Setup is what the proxy serves: the configuration's values, without
@@ -136,6 +142,8 @@ type Error struct {
 	// Err is a policy refusal behind the problem, if any (an endpoint
 	// outside its provider's hosts); the caller audits it.
 	Err error
+
+	path string // the key's place in the document ("provider.0.hosts")
 }
 
 func (e *Error) Error() string {
@@ -223,20 +231,40 @@ func Load(path string) (*Config, error) {
 // Parse checks a configuration document; name is used in messages and to
 // resolve relative paths.
 func Parse(name string, data []byte) (*Config, error) {
+	// Every problem is reported at once: unknown keys, values of the
+	// wrong type, and what build finds in the values that could be read.
 	d, errs := index(name, data)
-	if len(errs) > 0 {
+	if d.syntax {
 		return nil, errs
 	}
-	var f File
-	if err := toml.Unmarshal(data, &f); err != nil {
-		return nil, d.decodeError(err)
+	var m map[string]any
+	if err := toml.Unmarshal(data, &m); err != nil {
+		return nil, append(errs, d.decodeError(err)...)
 	}
-	c, errs := d.build(&f)
+	var f File
+	errs = append(errs, d.decode(m, &f)...)
+	c, berrs := d.build(&f)
+	for _, e := range berrs {
+		if !d.followsFrom(e) {
+			errs = append(errs, e)
+		}
+	}
 	if len(errs) > 0 {
+		// In the file's order; problems of the whole file last.
+		slices.SortStableFunc(errs, func(a, b *Error) int {
+			return cmp.Compare(sortLine(a), sortLine(b))
+		})
 		return nil, errs
 	}
 	c.Path = name
 	return c, nil
+}
+
+func sortLine(e *Error) int {
+	if e.Line == 0 {
+		return math.MaxInt
+	}
+	return e.Line
 }
 
 // Preset returns the configuration of a built-in provider: its endpoints
@@ -246,7 +274,7 @@ func Preset(name string) (*Config, error) {
 		if p.Name != name {
 			continue
 		}
-		d := &doc{file: "preset " + name, lines: map[string]int{}}
+		d := newDoc("preset " + name)
 		f := &File{Provider: []ProviderEntry{p}}
 		for _, proto := range policy.Protos {
 			if p.endpoint(proto) != "" {
@@ -302,8 +330,8 @@ func (c *Config) WithProvider(name string) (*Config, error) {
 	return &out, nil
 }
 
-// decodeError turns a TOML syntax or type error into an *Error.
-func (d *doc) decodeError(err error) error {
+// decodeError turns a TOML error index did not catch into an *Error.
+func (d *doc) decodeError(err error) Errors {
 	var de *toml.DecodeError
 	if errors.As(err, &de) {
 		row, _ := de.Position()

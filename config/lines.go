@@ -14,12 +14,24 @@ import (
 type doc struct {
 	file  string
 	lines map[string]int // "provider.1.min_tls" → line; "provider.1" → its header
+	// bad are the paths of values that could not be decoded (decode),
+	// unknownTable whether the document has a table mailproxy does not
+	// know, syntax whether it could not be parsed at all: build leaves
+	// out what follows from them.
+	bad          map[string]bool
+	failed       []string // providers that did not load (build)
+	unknownTable bool
+	syntax       bool
+}
+
+func newDoc(file string) *doc {
+	return &doc{file: file, lines: map[string]int{}, bad: map[string]bool{}}
 }
 
 // index parses the document for key positions and reports unknown keys and
 // tables, with a suggestion when a known key is a typo away.
 func index(file string, data []byte) (*doc, Errors) {
-	d := &doc{file: file, lines: map[string]int{}}
+	d := newDoc(file)
 	var errs Errors
 	var p unstable.Parser
 	p.Reset(data)
@@ -46,6 +58,7 @@ func index(file string, data []byte) (*doc, Errors) {
 			if len(parts) != 1 || !slices.Contains(knownKeys[""], name) {
 				errs = append(errs, &Error{File: file, Line: line, Key: "[" + name + "]",
 					Msg: "unknown table" + suggest(name, knownKeys[""])})
+				d.unknownTable = true
 				prefix, table = "?", "?"
 				continue
 			}
@@ -80,9 +93,13 @@ func index(file string, data []byte) (*doc, Errors) {
 				}
 				errs = append(errs, &Error{File: file, Line: line, Key: display,
 					Msg: "unknown key" + where + suggest(key, knownKeys[table])})
+				if best := closest(key, knownKeys[table]); best != "" && len(parts) == 1 {
+					// A typo: the key meant is not missing, it is misspelt.
+					d.bad[joinPath(prefix, best)] = true
+				}
 				continue
 			}
-			if table == "" && (key == "provider" || key == "listen" || key == "log" || key == "limits") {
+			if table == "" && (key == "provider" || key == "listen" || key == "log" || key == "limits" || key == "status") {
 				errs = append(errs, &Error{File: file, Line: line, Key: key,
 					Msg: "write this as a table ([" + key + "] or [[" + key + "]]), not an inline value"})
 				continue
@@ -97,6 +114,7 @@ func index(file string, data []byte) (*doc, Errors) {
 			pe = e
 			line = p.Shape(p.Range(pe.Highlight)).Start.Line
 		}
+		d.syntax = true
 		return d, append(errs, &Error{File: file, Line: line, Msg: "TOML syntax error: " + err.Error()})
 	}
 	return d, errs
@@ -113,26 +131,38 @@ func joinPath(prefix, key string) string {
 // the line of the key, or of its table when the key is absent.
 func (d *doc) at(path, display string, format string, args ...any) *Error {
 	line, ok := d.lines[path]
-	for !ok && strings.Contains(path, ".") {
-		path = path[:strings.LastIndexByte(path, '.')]
-		line, ok = d.lines[path]
+	for up := path; !ok && strings.Contains(up, "."); {
+		up = up[:strings.LastIndexByte(up, '.')]
+		line, ok = d.lines[up]
 	}
-	return &Error{File: d.file, Line: line, Key: display, Msg: fmt.Sprintf(format, args...)}
+	return &Error{File: d.file, Line: line, Key: display, Msg: fmt.Sprintf(format, args...), path: path}
+}
+
+// followsFrom reports whether e is only a consequence of a value decode
+// could not read (a required value reported missing).
+func (d *doc) followsFrom(e *Error) bool {
+	return e.path != "" && d.bad[e.path]
 }
 
 // suggest returns ` (did you mean "x"?)` for a key one or two edits away
 // from a known one.
 func suggest(key string, known []string) string {
+	best := closest(key, known)
+	if best == "" {
+		return "; known keys: " + strings.Join(known, ", ")
+	}
+	return fmt.Sprintf(" (did you mean %q?)", best)
+}
+
+// closest is the known key one or two edits away from key, if any.
+func closest(key string, known []string) string {
 	best, bestD := "", 3
 	for _, k := range known {
 		if dist := editDistance(key, k); dist < bestD {
 			best, bestD = k, dist
 		}
 	}
-	if best == "" {
-		return "; known keys: " + strings.Join(known, ", ")
-	}
-	return fmt.Sprintf(" (did you mean %q?)", best)
+	return best
 }
 
 func editDistance(a, b string) int {

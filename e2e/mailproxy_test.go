@@ -22,6 +22,7 @@ type mailproxy struct {
 	audit  *logFile // the [log] audit file
 	stderr *logFile // its stdout and stderr
 	ports  map[string]int
+	status string // the address of its status page ([status])
 	// straceOut is the strace output file when it runs under strace.
 	straceOut string
 	// upstreamHost is the provider's host name in its configuration
@@ -88,7 +89,7 @@ func (e *env) startMailproxyWith(name string, underStrace bool, edit func(cfg st
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	ports, err := freePorts(6)
+	ports, err := freePorts(7)
 	if err != nil {
 		return nil, err
 	}
@@ -105,6 +106,8 @@ func (e *env) startMailproxyWith(name string, underStrace bool, edit func(cfg st
 	// hundreds of sessions a minute: the per-client rate is raised (its
 	// default is tested in proxy/).
 	fmt.Fprintf(&b, "\n[limits]\nsessions_per_minute_per_client = 1000000\n")
+	mp.status = fmt.Sprintf("127.0.0.1:%d", ports[6])
+	fmt.Fprintf(&b, "\n[status]\naddress = %q\n", mp.status)
 	for _, mode := range modes {
 		fmt.Fprintf(&b, "\n[[provider]]\nname = \"provider-%s\"\nhosts = [\"127.0.0.1\"]\n", mode)
 		for _, proto := range []string{"imap", "pop3", "smtp"} {

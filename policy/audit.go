@@ -38,14 +38,16 @@ type Audit struct {
 	refused *refusals // aggregates Refused (flood.go)
 }
 
-// NewAudit returns an Audit writing JSON lines to w at level and above.
+// NewAudit returns an Audit writing JSON lines to w at level and above,
+// and telling observers of every event (event.go), whatever the level.
 // Call Close when done with it, to write the counts of refusals it holds
 // back (Refused).
-func NewAudit(w io.Writer, level slog.Level) *Audit {
-	return &Audit{
-		log:     slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level})),
-		refused: newRefusals(),
+func NewAudit(w io.Writer, level slog.Level, observers ...Observer) *Audit {
+	var h slog.Handler = slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level})
+	if len(observers) > 0 {
+		h = &teeHandler{next: h, observers: observers}
 	}
+	return &Audit{log: slog.New(h), refused: newRefusals()}
 }
 
 // Discard is an Audit that writes nothing.
@@ -89,9 +91,10 @@ type SessionAudit struct {
 	log *slog.Logger
 }
 
-// Start records a client that connected.
-func (s *SessionAudit) Start(client string) {
-	s.log.Info(EventSessionStart, "client", client)
+// Start records a client that connected to a listener serving provider
+// (its name, or "*" for a listener that routes by login).
+func (s *SessionAudit) Start(client, provider string) {
+	s.log.Info(EventSessionStart, "client", client, "provider", provider)
 }
 
 // UpstreamConnect records a TCP connection to the provider.
@@ -108,6 +111,8 @@ func (s *SessionAudit) UpstreamConnectVia(host, addr, via string) {
 
 // TLSFacts are the checked facts of an accepted upstream handshake.
 type TLSFacts struct {
+	// Provider is the name of the provider dialled.
+	Provider    string
 	Host        string
 	Version     uint16
 	CipherSuite uint16
@@ -120,6 +125,8 @@ type TLSFacts struct {
 	// Legacy is true when the version is below TLS 1.2, which only a
 	// provider with min_tls below "1.2" can negotiate.
 	Legacy bool
+	// NotAfter is when the provider's certificate expires.
+	NotAfter time.Time
 }
 
 // GroupName spells a key exchange group as Go does ("X25519MLKEM768").
@@ -138,6 +145,7 @@ func (s *SessionAudit) UpstreamTLS(f TLSFacts) {
 		pin = "ok"
 	}
 	attrs := []any{
+		"provider", f.Provider,
 		"host", f.Host,
 		"tls_version", TLSVersionName(f.Version),
 		"cipher", tls.CipherSuiteName(f.CipherSuite),
@@ -145,6 +153,7 @@ func (s *SessionAudit) UpstreamTLS(f TLSFacts) {
 		"verified", f.Verified,
 		"spki_sha256", f.SPKISHA256,
 		"pin", pin,
+		"not_after", f.NotAfter.UTC().Format(time.RFC3339),
 	}
 	if f.Legacy {
 		attrs = append(attrs, "warning", "legacy TLS version allowed by this provider's min_tls")

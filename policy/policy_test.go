@@ -238,10 +238,10 @@ func TestAuditContract(t *testing.T) {
 	a := NewAudit(&buf, 0)
 	a.ListenerStart("127.0.0.1:1143", IMAP, "example", "imaps://mail.example.com:993")
 	s := a.Session("c1", IMAP)
-	s.Start("127.0.0.1:50000")
+	s.Start("127.0.0.1:50000", "example")
 	s.UpstreamConnect("mail.example.com", "93.184.215.14:993")
 	s.UpstreamTLS(TLSFacts{Host: "mail.example.com", Version: tls.VersionTLS13, CipherSuite: tls.TLS_AES_128_GCM_SHA256,
-		Group: tls.X25519MLKEM768, Verified: true, SPKISHA256: "abc=", Pinned: true})
+		Group: tls.X25519MLKEM768, Verified: true, SPKISHA256: "abc=", Pinned: true, Provider: "example", NotAfter: time.Date(2027, 1, 12, 0, 0, 0, 0, time.UTC)})
 	s.Auth("alice@example.com", false)
 	if !s.Denied(Deny(ReasonPin, "mail.example.com", "no pin matched")) {
 		t.Error("Denied did not write a *Denied")
@@ -257,9 +257,9 @@ func TestAuditContract(t *testing.T) {
 		fields map[string]any
 	}{
 		{EventListenerStart, map[string]any{"address": "127.0.0.1:1143", "proto": "imap", "provider": "example", "upstream": "imaps://mail.example.com:993"}},
-		{EventSessionStart, map[string]any{"conn": "c1", "proto": "imap", "client": "127.0.0.1:50000"}},
+		{EventSessionStart, map[string]any{"conn": "c1", "proto": "imap", "client": "127.0.0.1:50000", "provider": "example"}},
 		{EventUpstreamConnect, map[string]any{"conn": "c1", "host": "mail.example.com", "addr": "93.184.215.14:993"}},
-		{EventUpstreamTLS, map[string]any{"tls_version": "TLS1.3", "cipher": "TLS_AES_128_GCM_SHA256", "group": "X25519MLKEM768", "verified": true, "spki_sha256": "abc=", "pin": "ok"}},
+		{EventUpstreamTLS, map[string]any{"tls_version": "TLS1.3", "cipher": "TLS_AES_128_GCM_SHA256", "group": "X25519MLKEM768", "verified": true, "spki_sha256": "abc=", "pin": "ok", "provider": "example", "not_after": "2027-01-12T00:00:00Z"}},
 		{EventAuth, map[string]any{"user": "alice@example.com", "result": "fail"}},
 		{EventDenied, map[string]any{"reason": "pin", "host": "mail.example.com", "detail": "no pin matched"}},
 		{EventSessionEnd, map[string]any{"bytes_up": 10.0, "bytes_down": 20.0, "duration_ms": 1500.0, "error": "line1 line2"}},

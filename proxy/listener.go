@@ -214,7 +214,7 @@ func (l *Listener) handle(ctx context.Context, c net.Conn) {
 	l.sessions[s] = struct{}{}
 	l.mu.Unlock()
 
-	audit.Start(remote.String())
+	audit.Start(remote.String(), st.Listen.ProviderName())
 	err := l.serve(ctx, s)
 	s.finish()
 	cancel()

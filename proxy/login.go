@@ -93,10 +93,16 @@ func (s *Session) LoginUpstream(ctx context.Context, creds Credentials, login Lo
 		s.Deny(policy.ReasonInput, "", "user \"%s\": %v; nothing was sent to the provider", policy.Escape(creds.Username), err)
 		return false, &InputError{Text: err.Error() + "; mailproxy does not pass such credentials on"}
 	}
+	s.mu.Lock()
+	s.user = policy.Escape(creds.Username)
+	s.mu.Unlock()
 	route, err := s.Route(creds.Username)
 	if err != nil {
 		return false, &RouteError{Text: ExplainRoute(err), Err: err}
 	}
+	s.mu.Lock()
+	s.routedTo = route.Provider.Name
+	s.mu.Unlock()
 	var conn *tlsconf.Upstream
 	var ok bool
 	err = onOwnStack(func() error {

@@ -48,6 +48,9 @@ type Session struct {
 	// provider's verdict (unreachable, broken protocol, no mechanism),
 	// for session.end when the session ends without a login.
 	loginErr error
+	// user is the login name of the last attempt (escaped), routedTo the
+	// provider it was routed to: for the status page (registry.go).
+	user, routedTo string
 }
 
 // unexplained is the error session.end carries for a session that ended

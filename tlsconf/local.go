@@ -92,6 +92,43 @@ func LoadOrCreateLocalCert(dir string, names []string) (cert tls.Certificate, cr
 	return cert, true, nil
 }
 
+// LocalCertChange is what LoadOrCreateLocalCert would change about the
+// certificate stored in a folder.
+type LocalCertChange struct {
+	// Exists is false when there is no certificate yet (one is made
+	// without asking: nothing trusts it yet).
+	Exists bool
+	// Missing are the listener names the stored certificate lacks.
+	Missing []string
+	// Expiring is true when it expires within 30 days.
+	Expiring bool
+	// Current is the stored certificate, when it exists.
+	Current tls.Certificate
+}
+
+// Replaces reports whether LoadOrCreateLocalCert would replace an existing
+// certificate, which the apps that trust it would then refuse.
+func (c LocalCertChange) Replaces() bool { return c.Exists && (len(c.Missing) > 0 || c.Expiring) }
+
+// InspectLocalCert reads the certificate stored in dir, without changing
+// anything, and says what LoadOrCreateLocalCert(dir, names) would change.
+func InspectLocalCert(dir string, names []string) (LocalCertChange, error) {
+	cert, err := tls.LoadX509KeyPair(filepath.Join(dir, LocalCertFile), filepath.Join(dir, LocalKeyFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return LocalCertChange{}, nil
+	}
+	if err != nil {
+		return LocalCertChange{}, fmt.Errorf("reading the local certificate in %s: %w", dir, err)
+	}
+	ch := LocalCertChange{Exists: true, Current: cert, Expiring: time.Until(cert.Leaf.NotAfter) <= 30*24*time.Hour}
+	for _, n := range localNames(names) {
+		if cert.Leaf.VerifyHostname(n) != nil {
+			ch.Missing = append(ch.Missing, n)
+		}
+	}
+	return ch, nil
+}
+
 // LoadLocalCert loads a user-supplied local_cert and local_key.
 func LoadLocalCert(certPath, keyPath string) (tls.Certificate, error) {
 	cert, err := tls.LoadX509KeyPair(certPath, keyPath)

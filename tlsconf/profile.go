@@ -44,6 +44,8 @@ type Profile struct {
 	// Pins are SHA-256 hashes of acceptable SubjectPublicKeyInfos; when
 	// non-empty, the leaf must match one.
 	Pins [][sha256.Size]byte
+	// Provider is the name of the provider it is for, for the audit.
+	Provider string
 }
 
 // ProfileFor returns the profile of a provider from its TLS policy, which
@@ -52,7 +54,7 @@ type Profile struct {
 // zero policy can never mean something weaker than the documented default.
 func ProfileFor(p *policy.Provider) (*Profile, error) {
 	t := p.TLS
-	pr := &Profile{MinVersion: t.MinVersion, MaxVersion: t.MaxVersion, Roots: t.Roots, Pins: t.Pins}
+	pr := &Profile{MinVersion: t.MinVersion, MaxVersion: t.MaxVersion, Roots: t.Roots, Pins: t.Pins, Provider: p.Name}
 	if err := pr.validate(); err != nil {
 		return nil, fmt.Errorf("provider %q: %w", p.Name, err)
 	}
@@ -176,11 +178,12 @@ func (pr *Profile) verifyConnection(host string, cs tls.ConnectionState) error {
 // inside the window, an allowed suite (any TLS 1.3 suite), and an ECDHE or
 // hybrid key exchange (CurveID set). It returns the facts for the audit log.
 func (pr *Profile) CheckState(host string, cs tls.ConnectionState) (policy.TLSFacts, error) {
-	f := policy.TLSFacts{Host: host, Version: cs.Version, CipherSuite: cs.CipherSuite, Group: cs.CurveID,
+	f := policy.TLSFacts{Provider: pr.Provider, Host: host, Version: cs.Version, CipherSuite: cs.CipherSuite, Group: cs.CurveID,
 		Verified: len(cs.VerifiedChains) > 0, Pinned: len(pr.Pins) > 0, Legacy: cs.Version < tls.VersionTLS12}
 	if len(cs.PeerCertificates) > 0 {
 		h := SPKIHash(cs.PeerCertificates[0])
 		f.SPKISHA256 = base64.StdEncoding.EncodeToString(h[:])
+		f.NotAfter = cs.PeerCertificates[0].NotAfter
 	}
 	switch {
 	case !cs.HandshakeComplete:

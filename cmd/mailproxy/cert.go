@@ -2,10 +2,13 @@ package main
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/pem"
+	"flag"
 	"fmt"
 	"io"
 	"path/filepath"
+	"strings"
 
 	"mailproxy/config"
 	"mailproxy/proxy"
@@ -37,13 +40,7 @@ func localCert(c *config.Config, l *proxy.ListenSpec) (tls.Certificate, string, 
 	if err != nil {
 		return tls.Certificate{}, "", err
 	}
-	var names []string
-	if c != nil {
-		for _, l := range c.Listeners {
-			names = append(names, tlsconf.ListenerHost(l.Address))
-		}
-	}
-	cert, _, err := tlsconf.LoadOrCreateLocalCert(dir, names)
+	cert, _, err := tlsconf.LoadOrCreateLocalCert(dir, listenerNames(c))
 	return cert, filepath.Join(dir, tlsconf.LocalCertFile), err
 }
 
@@ -60,11 +57,25 @@ const trustHelp = `How to trust it:
   Anything that takes a CA file (curl, Python): point it at the file.
 `
 
-func certCmd(args []string, stdout, stderr io.Writer) int {
+type certFlags struct {
+	fs    *flag.FlagSet
+	path  *string
+	renew *bool
+}
+
+func newCertFlags(stderr io.Writer) *certFlags {
 	fs := newFlags("cert", stderr)
-	path := fs.String("config", "", "configuration file (its listener addresses are named in the certificate)")
-	if err := fs.Parse(args); err != nil {
-		return exitUsage
+	return &certFlags{fs: fs,
+		path:  fs.String("config", "", "configuration file (its listener addresses are named in the certificate; default: as for run)"),
+		renew: fs.Bool("renew", false, "replace the generated certificate when it lacks a listener address or expires within 30 days (apps must trust the new one)"),
+	}
+}
+
+func certCmd(args []string, stdout, stderr io.Writer) int {
+	f := newCertFlags(stderr)
+	fs, path := f.fs, f.path
+	if code, ok := parseFlags("cert", fs, args, stdout, stderr); !ok {
+		return code
 	}
 	var c *config.Config
 	if *path != "" {
@@ -85,14 +96,72 @@ func certCmd(args []string, stdout, stderr io.Writer) int {
 			}
 		}
 	}
+	if l == nil && !*f.renew {
+		// The generated certificate is never replaced silently: apps that
+		// trust it would refuse the new one.
+		ch, file, err := inspectLocalCert(c)
+		if err != nil {
+			fmt.Fprintln(stderr, "mailproxy cert:", err)
+			return exitFailure
+		}
+		if ch.Replaces() {
+			printCert(stdout, ch.Current, file)
+			fmt.Fprintf(stderr, "mailproxy cert: the certificate in %s is kept, but it", file)
+			if len(ch.Missing) > 0 {
+				fmt.Fprintf(stderr, " does not name %s", strings.Join(ch.Missing, ", "))
+				if ch.Expiring {
+					fmt.Fprint(stderr, " and it")
+				}
+			}
+			if ch.Expiring {
+				fmt.Fprintf(stderr, " expires on %s", ch.Current.Leaf.NotAfter.UTC().Format("2006-01-02"))
+			}
+			fmt.Fprintln(stderr, ".\n`mailproxy cert -renew` replaces it (mailproxy run does so when it starts); apps must then trust the new fingerprint.")
+			return exitOK
+		}
+	}
+	var old *x509.Certificate
+	if l == nil {
+		if ch, _, err := inspectLocalCert(c); err == nil && ch.Exists {
+			old = ch.Current.Leaf
+		}
+	}
 	cert, file, err := localCert(c, l)
 	if err != nil {
 		fmt.Fprintln(stderr, "mailproxy cert:", err)
 		return exitFailure
 	}
-	pem.Encode(stdout, &pem.Block{Type: "CERTIFICATE", Bytes: cert.Leaf.Raw})
-	fmt.Fprintf(stdout, "\nFile:    %s\nSHA-256: %s\nNames:   %v %v\nExpires: %s\n\n%s",
+	printCert(stdout, cert, file)
+	if old != nil && !old.Equal(cert.Leaf) {
+		fmt.Fprintf(stdout, "\nReplaced the certificate with SHA-256 %s: apps that trusted it must trust this one.\n", tlsconf.Fingerprint(old))
+	}
+	return exitOK
+}
+
+func printCert(w io.Writer, cert tls.Certificate, file string) {
+	pem.Encode(w, &pem.Block{Type: "CERTIFICATE", Bytes: cert.Leaf.Raw})
+	fmt.Fprintf(w, "\nFile:    %s\nSHA-256: %s\nNames:   %v %v\nExpires: %s\n\n%s",
 		file, tlsconf.Fingerprint(cert.Leaf), cert.Leaf.DNSNames, cert.Leaf.IPAddresses,
 		cert.Leaf.NotAfter.UTC().Format("2006-01-02"), trustHelp)
-	return exitOK
+}
+
+// inspectLocalCert says what localCert would change about the generated
+// certificate.
+func inspectLocalCert(c *config.Config) (tlsconf.LocalCertChange, string, error) {
+	dir, err := config.Dir()
+	if err != nil {
+		return tlsconf.LocalCertChange{}, "", err
+	}
+	ch, err := tlsconf.InspectLocalCert(dir, listenerNames(c))
+	return ch, filepath.Join(dir, tlsconf.LocalCertFile), err
+}
+
+func listenerNames(c *config.Config) []string {
+	var names []string
+	if c != nil {
+		for _, l := range c.Listeners {
+			names = append(names, tlsconf.ListenerHost(l.Address))
+		}
+	}
+	return names
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -37,17 +38,31 @@ type checkTarget struct {
 	endpoint policy.Endpoint
 }
 
-func checkCmd(args []string, stdout, stderr io.Writer) int {
+type checkFlags struct {
+	fs                         *flag.FlagSet
+	path, provider, proto      *string
+	asJSON, implicit, starttls *bool
+	timeout                    *time.Duration
+}
+
+func newCheckFlags(stderr io.Writer) *checkFlags {
 	fs := newFlags("check", stderr)
-	path := fs.String("config", "", "configuration file")
-	provider := fs.String("provider", "", "check this provider's endpoints (built-in or from the file)")
-	asJSON := fs.Bool("json", false, "print one JSON object per endpoint")
-	implicit := fs.Bool("tls", false, "HOST:PORT arguments speak TLS from the first byte (the default)")
-	starttls := fs.Bool("starttls", false, "HOST:PORT arguments need STARTTLS (give -proto)")
-	proto := fs.String("proto", "imap", "protocol of HOST:PORT arguments for -starttls: imap, pop3 or smtp")
-	timeout := fs.Duration("timeout", 15*time.Second, "time allowed per endpoint")
-	if err := fs.Parse(args); err != nil {
-		return exitUsage
+	return &checkFlags{fs: fs,
+		path:     fs.String("config", "", "configuration file (default: the first of the default locations that exists, as for run)"),
+		provider: fs.String("provider", "", "check only this provider's endpoints (from the file, else built-in)"),
+		asJSON:   fs.Bool("json", false, "print one JSON object per endpoint"),
+		implicit: fs.Bool("tls", false, "HOST:PORT arguments speak TLS from the first byte (the default)"),
+		starttls: fs.Bool("starttls", false, "HOST:PORT arguments need STARTTLS (give -proto)"),
+		proto:    fs.String("proto", "imap", "protocol of HOST:PORT arguments for -starttls: imap, pop3 or smtp"),
+		timeout:  fs.Duration("timeout", 15*time.Second, "time allowed per endpoint"),
+	}
+}
+
+func checkCmd(args []string, stdout, stderr io.Writer) int {
+	f := newCheckFlags(stderr)
+	fs, path, provider, asJSON, implicit, starttls, proto, timeout := f.fs, f.path, f.provider, f.asJSON, f.implicit, f.starttls, f.proto, f.timeout
+	if code, ok := parseFlags("check", fs, args, stdout, stderr); !ok {
+		return code
 	}
 	if !checkEnvironment(stderr) {
 		return exitUsage
@@ -62,13 +77,27 @@ func checkCmd(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 
-	var c *config.Config
-	if *path != "" || *provider != "" || fs.NArg() == 0 {
-		c, err = loadConfig(*path, *provider)
-		if err != nil {
+	// The configuration is found as run finds it. HOST:PORT arguments need
+	// none: without one they are checked under the default policy.
+	c, err := loadConfig(*path, *provider)
+	if err != nil {
+		var none *noConfigError
+		if fs.NArg() == 0 || !errors.As(err, &none) {
 			reportConfigError(err, stderr)
 			return exitUsage
 		}
+		c = nil
+	}
+	if c != nil && *provider != "" {
+		// -provider narrows the check to that provider.
+		p := c.Provider(*provider)
+		if p == nil {
+			fmt.Fprintf(stderr, "mailproxy check: no provider named %q\n", *provider)
+			return exitUsage
+		}
+		narrowed := *c
+		narrowed.Providers = []*policy.Provider{p}
+		c = &narrowed
 	}
 	var targets []checkTarget
 	if fs.NArg() > 0 {

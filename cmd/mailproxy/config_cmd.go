@@ -1,19 +1,30 @@
 package main
 
 import (
+	"flag"
 	"fmt"
 	"io"
 
 	"mailproxy/config"
 )
 
-func configCheckCmd(args []string, stdout, stderr io.Writer) int {
+type configCheckFlags struct {
+	fs   *flag.FlagSet
+	path *string
+}
+
+func newConfigCheckFlags(stderr io.Writer) *configCheckFlags {
 	fs := newFlags("config check", stderr)
-	path := fs.String("config", "", "the configuration file to check (required)")
-	if err := fs.Parse(args); err != nil {
-		return exitUsage
+	return &configCheckFlags{fs: fs, path: fs.String("config", "", "the configuration file to check (required)")}
+}
+
+func configCheckCmd(args []string, stdout, stderr io.Writer) int {
+	f := newConfigCheckFlags(stderr)
+	if code, ok := parseFlags("config check", f.fs, args, stdout, stderr); !ok {
+		return code
 	}
-	if *path == "" || fs.NArg() > 0 {
+	path := f.path
+	if *path == "" || f.fs.NArg() > 0 {
 		fmt.Fprintln(stderr, "usage: mailproxy config check -config FILE")
 		return exitUsage
 	}

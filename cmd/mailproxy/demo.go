@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -36,11 +37,21 @@ address = "127.0.0.1:%d"
 provider = "demo"
 `
 
-func demoCmd(args []string, stdout, stderr io.Writer) int {
+type demoFlags struct {
+	fs   *flag.FlagSet
+	base *int
+}
+
+func newDemoFlags(stderr io.Writer) *demoFlags {
 	fs := newFlags("demo", stderr)
-	base := fs.Int("port-base", 1000, "listen on N+143 (IMAP), N+110 (POP3) and N+587 (SMTP)")
-	if err := fs.Parse(args); err != nil {
-		return exitUsage
+	return &demoFlags{fs: fs, base: fs.Int("port-base", 1000, "listen on N+143 (IMAP), N+110 (POP3) and N+587 (SMTP)")}
+}
+
+func demoCmd(args []string, stdout, stderr io.Writer) int {
+	f := newDemoFlags(stderr)
+	fs, base := f.fs, f.base
+	if code, ok := parseFlags("demo", fs, args, stdout, stderr); !ok {
+		return code
 	}
 	if fs.NArg() > 0 || *base < 0 || *base+587 > 65535 {
 		fmt.Fprintln(stderr, "usage: mailproxy demo [-port-base N]")

@@ -102,6 +102,7 @@ func tlsServer(t *testing.T, cfg *tls.Config) string {
 }
 
 func TestCheck(t *testing.T) {
+	t.Setenv("XDG_CONFIG_HOME", t.TempDir()) // no default configuration
 	pki := testkit.NewPKI(t)
 	addr := tlsServer(t, pki.ServerConfig())
 	conf := writeFile(t, "check.toml", fmt.Sprintf(`[[provider]]

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"mailproxy/proxy/imap"
 	"mailproxy/proxy/pop3"
 	"mailproxy/proxy/smtp"
+	"mailproxy/status"
 	"mailproxy/tlsconf"
 )
 
@@ -31,12 +33,24 @@ func fronts() map[policy.Proto]proxy.Front {
 	}
 }
 
-func runCmd(args []string, stdout, stderr io.Writer) int {
+type runFlags struct {
+	fs             *flag.FlagSet
+	path, provider *string
+}
+
+func newRunFlags(stderr io.Writer) *runFlags {
 	fs := newFlags("run", stderr)
-	path := fs.String("config", "", "configuration file (default: the first of the default locations that exists)")
-	provider := fs.String("provider", "", "built-in provider to serve, or the one provider of the file to serve")
-	if err := fs.Parse(args); err != nil {
-		return exitUsage
+	return &runFlags{fs: fs,
+		path:     fs.String("config", "", "configuration file (default: the first of the default locations that exists)"),
+		provider: fs.String("provider", "", "built-in provider to serve, or the one provider of the file to serve"),
+	}
+}
+
+func runCmd(args []string, stdout, stderr io.Writer) int {
+	f := newRunFlags(stderr)
+	fs, path, provider := f.fs, f.path, f.provider
+	if code, ok := parseFlags("run", fs, args, stdout, stderr); !ok {
+		return code
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "mailproxy run: unexpected argument %q\n", fs.Arg(0))
@@ -50,7 +64,11 @@ func runCmd(args []string, stdout, stderr io.Writer) int {
 		reportConfigError(err, stderr)
 		return exitUsage
 	}
-	audit, closer, err := openAudit(c, stdout, stderr)
+	// The status page and /metrics count the audit events as they are
+	// written, from the start, whether or not a page is configured yet (a
+	// reload may add one).
+	collector := status.NewCollector()
+	audit, closer, err := openAudit(c, stdout, stderr, collector.Observe)
 	if err != nil {
 		fmt.Fprintln(stderr, "mailproxy:", err)
 		return exitFailure
@@ -65,17 +83,31 @@ func runCmd(args []string, stdout, stderr io.Writer) int {
 	defer signal.Stop(sig)
 
 	srv := &proxy.Server{Audit: audit, Dialer: &tlsconf.Dialer{}, Fronts: fronts(), LocalTLS: localTLS(c)}
+	page := &status.Server{Collector: collector, Snapshot: srv.Snapshot, Audit: audit}
+	defer page.Close()
+	if err := page.Start(statusAddress(c)); err != nil {
+		fmt.Fprintln(stderr, "mailproxy:", err)
+		return exitFailure
+	}
 	ctx := context.Background()
 	if err := srv.Start(ctx, c.Setup()); err != nil {
 		fmt.Fprintln(stderr, "mailproxy:", err)
 		return exitFailure
 	}
-	return serveUntilSignal(ctx, sig, srv, c, *path, *provider, audit, stderr)
+	return serveUntilSignal(ctx, sig, srv, page, c, *path, *provider, audit, stderr)
+}
+
+// statusAddress is where the configuration puts the status page ("": none).
+func statusAddress(c *config.Config) (string, policy.Access) {
+	if c.Status == nil {
+		return "", policy.Access{}
+	}
+	return c.Status.Address, c.Status.Access
 }
 
 // serveUntilSignal waits for SIGINT/SIGTERM (graceful stop) and SIGHUP
 // (reload the configuration).
-func serveUntilSignal(ctx context.Context, sig <-chan os.Signal, srv *proxy.Server, c *config.Config, path, provider string, audit *policy.Audit, stderr io.Writer) int {
+func serveUntilSignal(ctx context.Context, sig <-chan os.Signal, srv *proxy.Server, page *status.Server, c *config.Config, path, provider string, audit *policy.Audit, stderr io.Writer) int {
 	for {
 		select {
 		case err := <-srv.Err():
@@ -84,7 +116,7 @@ func serveUntilSignal(ctx context.Context, sig <-chan os.Signal, srv *proxy.Serv
 			return exitFailure
 		case s := <-sig:
 			if s == syscall.SIGHUP {
-				reload(ctx, srv, c, path, provider, audit)
+				reload(ctx, srv, page, c, path, provider, audit)
 				continue
 			}
 			if err := shutdown(srv, sig); err != nil {
@@ -110,15 +142,24 @@ func shutdown(srv *proxy.Server, sig <-chan os.Signal) error {
 
 // reload re-reads the configuration; an invalid one is refused and the
 // running one kept.
-func reload(ctx context.Context, srv *proxy.Server, old *config.Config, path, provider string, audit *policy.Audit) {
+func reload(ctx context.Context, srv *proxy.Server, page *status.Server, old *config.Config, path, provider string, audit *policy.Audit) {
 	file := old.Path
 	if file == "" {
 		file = "preset " + provider
 	}
 	c, err := loadConfig(path, provider)
 	if err == nil {
-		srv.LocalTLS = localTLS(c)
-		err = srv.Reload(ctx, c.Setup())
+		// The status page's new address is bound first, and given up if
+		// the listeners' reload is refused: all or nothing.
+		var next *status.Pending
+		if next, err = page.Prepare(statusAddress(c)); err == nil {
+			srv.LocalTLS = localTLS(c)
+			if err = srv.Reload(ctx, c.Setup()); err != nil {
+				next.Abort()
+			} else {
+				next.Commit()
+			}
+		}
 	}
 	audit.ConfigReload(file, err)
 }

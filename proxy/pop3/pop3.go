@@ -27,10 +27,15 @@ type Front struct{}
 
 var _ proxy.Front = Front{}
 
-// Refuse turns an app away before its session starts. [SYS/TEMP] (RFC
-// 3206 §5) tells the app to try again later.
-func (Front) Refuse(w io.Writer, _ policy.Reason, text string) {
-	fmt.Fprintf(w, "-ERR [SYS/TEMP] %s\r\n", text)
+// Refuse turns an app away before its session starts (RFC 3206 §5): a
+// client outside allow_clients will never be served ([SYS/PERM]); a limit
+// passes, so [SYS/TEMP] tells the app to try again later.
+func (Front) Refuse(w io.Writer, reason policy.Reason, text string) {
+	code := "SYS/TEMP"
+	if reason == policy.ReasonRemoteClient {
+		code = "SYS/PERM"
+	}
+	fmt.Fprintf(w, "-ERR [%s] %s\r\n", code, text)
 }
 
 // session is one POP3 session until the relay takes over.

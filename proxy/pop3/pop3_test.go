@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"encoding/base64"
 	"fmt"
+	"net/netip"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -11,6 +12,9 @@ import (
 
 	"mailproxy/internal/pop3server"
 	"mailproxy/internal/testkit"
+	"mailproxy/policy"
+	"mailproxy/proxy"
+	"mailproxy/proxy/pop3"
 	"mailproxy/proxy/proxytest"
 )
 
@@ -501,5 +505,28 @@ func TestProviderUnreachable(t *testing.T) {
 		if end := p.Audit.Find(t, "session.end")[0]; end["error"] == nil {
 			t.Errorf("session.end without the reason: %v", end)
 		}
+	}
+}
+
+// TestRefusedClientIsPermanent: an app outside allow_clients will never be
+// served, and POP3 says so ([SYS/PERM], RFC 3206), with the refusal on
+// record; a session limit stays [SYS/TEMP].
+func TestRefusedClientIsPermanent(t *testing.T) {
+	pki := testkit.NewPKI(t)
+	prov := startProvider(t, pki, "pop3s", pop3server.Options{})
+	p := start(t, pki, prov.endpoint, func(st *proxy.Settings) {
+		st.Listen.Access = policy.Access{AllowClients: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}}
+	})
+	c := testkit.Dial(t, p.Addr)
+	c.Expect("-ERR [SYS/PERM] mailproxy does not serve this address")
+	c.ExpectClosed(5 * time.Second)
+	if d := p.Audit.WaitFor(t, "policy.denied", 1); d[0]["reason"] != "remote_client" {
+		t.Errorf("policy.denied %v, want reason remote_client", d[0])
+	}
+
+	var b strings.Builder
+	pop3.Front{}.Refuse(&b, policy.ReasonLimit, "too many connections, try again later")
+	if b.String() != "-ERR [SYS/TEMP] too many connections, try again later\r\n" {
+		t.Errorf("limit refusal %q", b.String())
 	}
 }

@@ -1,0 +1,169 @@
+package config
+
+import (
+	"fmt"
+	"reflect"
+	"strconv"
+	"strings"
+)
+
+// decode fills f from the generic document m (as go-toml decodes it into
+// a map), one field at a time, so that a value of the wrong type is one
+// error among the others — with its line, key and value, in words a user
+// reads — rather than the end of checking. Keys the File does not know
+// were reported by index and are skipped here. The paths of fields that
+// failed are recorded in d.bad, so that build does not report their
+// consequences (a missing value) a second time.
+func (d *doc) decode(m map[string]any, f *File) Errors {
+	var errs Errors
+	fv := reflect.ValueOf(f).Elem()
+	for i := range fv.NumField() {
+		field := fv.Type().Field(i)
+		name := field.Tag.Get("toml")
+		raw, has := m[name]
+		if !has {
+			continue
+		}
+		switch field.Type.Kind() {
+		case reflect.Struct: // [log], [limits], [status]
+			t, ok := raw.(map[string]any)
+			if !ok {
+				continue // reported by index: written as a value, not a table
+			}
+			errs = append(errs, d.decodeTable(name, name, "", t, fv.Field(i))...)
+		case reflect.Slice: // [[provider]], [[listen]]
+			list, ok := raw.([]any)
+			if !ok {
+				continue
+			}
+			dst := reflect.MakeSlice(field.Type, len(list), len(list))
+			for j, e := range list {
+				t, ok := e.(map[string]any)
+				if !ok {
+					continue
+				}
+				errs = append(errs, d.decodeTable(name, fmt.Sprintf("%s.%d", name, j), entryName(name, j, t), t, dst.Index(j))...)
+			}
+			fv.Field(i).Set(dst)
+		}
+	}
+	return errs
+}
+
+// entryName is how messages name entry j of [[provider]] or [[listen]],
+// as build does: by its name or address when it has one.
+func entryName(table string, j int, t map[string]any) string {
+	switch table {
+	case "provider":
+		if n, ok := t["name"].(string); ok && n != "" {
+			return fmt.Sprintf("provider %q", n)
+		}
+	case "listen":
+		if a, ok := t["address"].(string); ok && a != "" {
+			return "listen " + a
+		}
+	}
+	return fmt.Sprintf("%s #%d", table, j+1)
+}
+
+// decodeTable fills the struct dst from table t; path is its place in the
+// document ("provider.0"), who its name in messages ("" for a plain table).
+func (d *doc) decodeTable(table, path, who string, t map[string]any, dst reflect.Value) Errors {
+	var errs Errors
+	for i := range dst.NumField() {
+		field := dst.Type().Field(i)
+		key := field.Tag.Get("toml")
+		raw, has := t[key]
+		if !has {
+			continue
+		}
+		if err := assign(dst.Field(i), raw); err != "" {
+			display := key
+			if who != "" {
+				display += " (" + who + ")"
+			}
+			p := path + "." + key
+			d.bad[p] = true
+			errs = append(errs, d.at(p, display, "%s, not %s", err, describe(raw)))
+		}
+	}
+	return errs
+}
+
+// assign stores v in dst when its type fits, else says what was wanted.
+// A pointer field is set (to a new value) when the key is present.
+func assign(dst reflect.Value, v any) (want string) {
+	switch dst.Kind() {
+	case reflect.Pointer:
+		p := reflect.New(dst.Type().Elem())
+		if want := assign(p.Elem(), v); want != "" {
+			return want
+		}
+		dst.Set(p)
+	case reflect.String:
+		s, ok := v.(string)
+		if !ok {
+			return "want a quoted string"
+		}
+		dst.SetString(s)
+	case reflect.Bool:
+		b, ok := v.(bool)
+		if !ok {
+			return "want true or false"
+		}
+		dst.SetBool(b)
+	case reflect.Int, reflect.Int64:
+		n, ok := v.(int64)
+		if !ok {
+			return "want a whole number"
+		}
+		if dst.OverflowInt(n) {
+			return "want a smaller number"
+		}
+		dst.SetInt(n)
+	case reflect.Slice: // []string
+		list, ok := v.([]any)
+		if !ok {
+			return `want a list of strings like ["a", "b"]`
+		}
+		out := make([]string, len(list))
+		for i, e := range list {
+			s, ok := e.(string)
+			if !ok {
+				return fmt.Sprintf(`want a list of strings like ["a", "b"] (item %d is %s)`, i+1, describe(e))
+			}
+			out[i] = s
+		}
+		dst.Set(reflect.ValueOf(out))
+	default:
+		return "unsupported field" // a File field of a kind decode does not know
+	}
+	return ""
+}
+
+// describe names a TOML value's type and shows it, for messages.
+func describe(v any) string {
+	switch x := v.(type) {
+	case string:
+		return "the string " + strconv.Quote(x)
+	case int64:
+		return "the number " + strconv.FormatInt(x, 10)
+	case float64:
+		return "the number " + strconv.FormatFloat(x, 'g', -1, 64)
+	case bool:
+		return "the value " + strconv.FormatBool(x)
+	case []any:
+		parts := make([]string, len(x))
+		for i, e := range x {
+			parts[i] = strings.TrimPrefix(strings.TrimPrefix(strings.TrimPrefix(describe(e), "the string "), "the number "), "the value ")
+		}
+		s := "the list [" + strings.Join(parts, ", ") + "]"
+		if len(s) > 80 {
+			s = s[:77] + "..."
+		}
+		return s
+	case map[string]any:
+		return "a table"
+	}
+	return fmt.Sprintf("the date or time %v", v)
+}
