@@ -217,6 +217,8 @@ type Provider struct {
 	// AllowPrivateAddresses lets the provider's names resolve to loopback
 	// or private addresses (on-premises and test providers).
 	AllowPrivateAddresses bool
+	// OAuth2, when set, makes every login an OAuth2 login (oauth2.go).
+	OAuth2 *OAuth2
 }
 
 // TLSPolicy is a provider's TLS requirement in parsed form: the
