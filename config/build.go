@@ -125,6 +125,7 @@ func (d *doc) limits(le *LimitsEntry, l *proxy.Limits, add func(*Error)) {
 }
 
 func (d *doc) provider(i int, pe *ProviderEntry, add func(*Error)) *policy.Provider {
+	fromPreset(pe)
 	base := fmt.Sprintf("provider.%d", i)
 	who := fmt.Sprintf("provider #%d", i+1)
 	if pe.Name != "" {
@@ -179,6 +180,9 @@ func (d *doc) provider(i int, pe *ProviderEntry, add func(*Error)) *policy.Provi
 	}
 	if len(p.Endpoints) == 0 && pe.IMAP == "" && pe.POP3 == "" && pe.SMTP == "" {
 		fail("imap", "a provider needs at least one endpoint: imap, pop3 or smtp")
+	}
+	if !d.oauth2(pe.OAuth2, p, base, who, add) {
+		ok = false
 	}
 	if err := p.CheckEndpoints(); err != nil && ok {
 		var dn = err.(*policy.Denied)

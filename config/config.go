@@ -55,17 +55,18 @@ type LimitsEntry struct {
 
 // ProviderEntry is one [[provider]].
 type ProviderEntry struct {
-	Name                  string   `toml:"name"`
-	Hosts                 []string `toml:"hosts"`
-	Domains               []string `toml:"domains"`
-	IMAP                  string   `toml:"imap"`
-	POP3                  string   `toml:"pop3"`
-	SMTP                  string   `toml:"smtp"`
-	CAFile                string   `toml:"ca_file"`
-	Pins                  []string `toml:"pins"`
-	MinTLS                string   `toml:"min_tls"`
-	MaxTLS                string   `toml:"max_tls"`
-	AllowPrivateAddresses bool     `toml:"allow_private_addresses"`
+	Name                  string       `toml:"name"`
+	Hosts                 []string     `toml:"hosts"`
+	Domains               []string     `toml:"domains"`
+	IMAP                  string       `toml:"imap"`
+	POP3                  string       `toml:"pop3"`
+	SMTP                  string       `toml:"smtp"`
+	CAFile                string       `toml:"ca_file"`
+	Pins                  []string     `toml:"pins"`
+	MinTLS                string       `toml:"min_tls"`
+	MaxTLS                string       `toml:"max_tls"`
+	AllowPrivateAddresses bool         `toml:"allow_private_addresses"`
+	OAuth2                *OAuth2Entry `toml:"oauth2"` // oauth2.go
 }
 
 // ListenEntry is one [[listen]].
@@ -83,11 +84,12 @@ type ListenEntry struct {
 
 // known keys of each table, for the unknown-key check.
 var knownKeys = map[string][]string{
-	"":         {"log", "limits", "provider", "listen"},
-	"log":      {"audit", "level"},
-	"limits":   {"max_sessions", "max_sessions_per_client", "sessions_per_minute_per_client", "preauth_timeout", "idle_timeout", "command_timeout", "dial_timeout", "max_line", "max_literal", "max_prelogin", "max_message_size", "max_recipients"},
-	"provider": {"name", "hosts", "domains", "imap", "pop3", "smtp", "ca_file", "pins", "min_tls", "max_tls", "allow_private_addresses"},
-	"listen":   {"protocol", "address", "provider", "local_security", "allow_clients", "allow_plaintext_auth", "max_sessions", "local_cert", "local_key"},
+	"":                {"log", "limits", "provider", "listen"},
+	"log":             {"audit", "level"},
+	"limits":          {"max_sessions", "max_sessions_per_client", "sessions_per_minute_per_client", "preauth_timeout", "idle_timeout", "command_timeout", "dial_timeout", "max_line", "max_literal", "max_prelogin", "max_message_size", "max_recipients"},
+	"provider":        {"name", "hosts", "domains", "imap", "pop3", "smtp", "ca_file", "pins", "min_tls", "max_tls", "allow_private_addresses"},
+	"listen":          {"protocol", "address", "provider", "local_security", "allow_clients", "allow_plaintext_auth", "max_sessions", "local_cert", "local_key"},
+	"provider.oauth2": oauth2Keys,
 }
 
 // loopbackAddress reports whether a listener address binds only a
@@ -239,6 +241,7 @@ func Preset(name string) (*Config, error) {
 			continue
 		}
 		d := &doc{file: "preset " + name, lines: map[string]int{}}
+		p.OAuth2 = nil // OAuth2 needs the user's client_id, from a file (oauth2.go)
 		f := &File{Provider: []ProviderEntry{p}}
 		for _, proto := range policy.Protos {
 			if p.endpoint(proto) != "" {

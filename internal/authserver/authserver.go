@@ -350,4 +350,3 @@ func (s *Server) introspect(w http.ResponseWriter, r *http.Request) {
 	}
 	json.NewEncoder(w).Encode(map[string]any{"active": true, "username": user})
 }
-
