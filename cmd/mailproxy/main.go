@@ -36,6 +36,8 @@ Usage:
   mailproxy check [-config FILE] [-provider NAME] [-json] [-tls | -starttls -proto imap|pop3|smtp] [HOST:PORT...]
   mailproxy demo [-port-base N]                      a local demo provider behind mailproxy
   mailproxy cert [-config FILE]                      print the local TLS certificate
+  mailproxy authorize [-config FILE] -provider NAME [-device] ACCOUNT   OAuth2: authorize mailproxy, set a local password
+  mailproxy tokens | tokens remove [-provider NAME] ACCOUNT             list or remove stored OAuth2 authorizations
   mailproxy config check -config FILE                validate a configuration file
   mailproxy version
 
@@ -63,6 +65,10 @@ func mainArgs(args []string, stdout, stderr io.Writer) int {
 		return demoCmd(args, stdout, stderr)
 	case "cert":
 		return certCmd(args, stdout, stderr)
+	case "authorize":
+		return authorizeCmd(args, stdout, stderr)
+	case "tokens":
+		return tokensCmd(args, stdout, stderr)
 	case "config":
 		if len(args) == 0 || args[0] != "check" {
 			fmt.Fprintln(stderr, "mailproxy config: the only subcommand is \"config check -config FILE\"")

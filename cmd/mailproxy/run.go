@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"mailproxy/config"
+	"mailproxy/grant"
 	"mailproxy/policy"
 	"mailproxy/proxy"
 	"mailproxy/proxy/imap"
@@ -64,7 +65,12 @@ func runCmd(args []string, stdout, stderr io.Writer) int {
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sig)
 
-	srv := &proxy.Server{Audit: audit, Dialer: &tlsconf.Dialer{}, Fronts: fronts(), LocalTLS: localTLS(c)}
+	dialer := &tlsconf.Dialer{}
+	srv := &proxy.Server{Audit: audit, Dialer: dialer, Fronts: fronts(), LocalTLS: localTLS(c)}
+	if store, err := tokenStore(); err == nil {
+		// OAuth2 providers' logins; without a data folder they fail.
+		srv.Grants = &grant.Tokens{Store: store, Dialer: dialer}
+	}
 	ctx := context.Background()
 	if err := srv.Start(ctx, c.Setup()); err != nil {
 		fmt.Fprintln(stderr, "mailproxy:", err)
