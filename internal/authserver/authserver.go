@@ -118,6 +118,29 @@ func (s *Server) Revoke(user string) {
 	}
 }
 
+// IssueRefresh issues a refresh token for user, as an authorization
+// would, for tests that need a stored grant without running a flow.
+func (s *Server) IssueRefresh(user string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rt := random()
+	s.refresh[rt] = user
+	s.note(rt)
+	return rt
+}
+
+// ExpireAccess ends every access token of user before its time; the
+// grant (refresh token) stays good.
+func (s *Server) ExpireAccess(user string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k, a := range s.access {
+		if a.user == user {
+			delete(s.access, k)
+		}
+	}
+}
+
 // FailNext makes the next token request answer the OAuth2 error code.
 func (s *Server) FailNext(code string) {
 	s.mu.Lock()
