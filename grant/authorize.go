@@ -58,7 +58,7 @@ func (f *Flow) Loopback(ctx context.Context) (*oauth2.Token, error) {
 		return nil, fmt.Errorf("listening for the redirect: %w", err)
 	}
 	defer ln.Close()
-	cfg := OAuth2Config(f.Provider, "http://"+ln.Addr().String()+"/")
+	cfg := OAuth2Config(f.Provider, "http://"+ln.Addr().String())
 	state := oauth2.GenerateVerifier() // 32 random bytes, as for a verifier
 	verifier := oauth2.GenerateVerifier()
 	authURL := cfg.AuthCodeURL(state, oauth2.AccessTypeOffline, oauth2.SetAuthURLParam("prompt", "consent"),
