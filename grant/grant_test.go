@@ -432,3 +432,18 @@ func TestFlowDeviceSlowDown(t *testing.T) {
 		t.Fatalf("polled again %v after authorization_pending", d)
 	}
 }
+
+// BenchmarkDeriveKey is what a login that must refresh its access token
+// pays for the local password with the default Argon2id parameters (and
+// what an attacker pays per guess on a stolen record).
+func BenchmarkDeriveKey(b *testing.B) {
+	r, _, err := grant.Seal("example", account, "rt", local, cheap, now)
+	if err != nil {
+		b.Fatal(err)
+	}
+	r.KDF = grant.DefaultKDF
+	b.ReportAllocs()
+	for b.Loop() {
+		r.DeriveKey(local)
+	}
+}

@@ -69,8 +69,7 @@ type access struct {
 }
 
 type device struct {
-	polls    int
-	approved bool
+	polls int // the token requests so far; approved after DevicePending (and a slow_down)
 }
 
 // Start serves on 127.0.0.1 with cert until the test ends.
