@@ -447,3 +447,15 @@ func BenchmarkDeriveKey(b *testing.B) {
 		r.DeriveKey(local)
 	}
 }
+
+func TestTokensDamagedRecord(t *testing.T) {
+	e := newEnv(t)
+	e.authorize(t)
+	name := filepath.Join(e.store.Dir, mustOne(t, e.store.Dir))
+	b, _ := os.ReadFile(name)
+	os.WriteFile(name, bytes.Replace(b, []byte("mailproxy-grant 1"), []byte("mailproxy-grant 9"), 1), 0o600)
+	var ae *proxy.AuthError
+	if _, err := e.token(t, local); !errors.As(err, &ae) || !strings.Contains(ae.Text, "damaged") || !strings.Contains(ae.Text, "mailproxy authorize") {
+		t.Fatalf("damaged record: %v", err)
+	}
+}

@@ -135,8 +135,14 @@ func (t *Tokens) AccessToken(ctx context.Context, route policy.Route, password p
 	if errors.Is(err, fs.ErrNotExist) {
 		return proxy.Secret{}, &proxy.AuthError{Text: fmt.Sprintf("mailproxy holds no OAuth2 authorization for %s at %s: %s", user, p.Name, authorizeHint(p.Name, user))}
 	}
-	if err != nil {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
 		return proxy.Secret{}, fmt.Errorf("reading the grant of %s: %w", user, err)
+	}
+	if err != nil {
+		// Not a record (damaged, or written by something else): only a
+		// new authorization helps.
+		return proxy.Secret{}, &proxy.AuthError{Text: fmt.Sprintf("mailproxy's stored authorization for %s is damaged (%v): %s", user, err, authorizeHint(p.Name, user))}
 	}
 	key := rec.DeriveKey(password.Reveal())
 	refresh, err := rec.Open(key)

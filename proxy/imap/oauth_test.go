@@ -3,6 +3,7 @@ package imap_test
 import (
 	"crypto/tls"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	goimap "github.com/emersion/go-imap/v2"
@@ -62,10 +63,10 @@ func startOAuthProvider(t *testing.T, mechs ...string) (*proxytest.OAuth, *proxy
 	}
 	mem.AddUser(u)
 	traffic := &syncBuffer{}
-	var o *proxytest.OAuth
+	var o atomic.Pointer[proxytest.OAuth] // set before the first connection
 	opts := &imapserver.Options{
 		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
-			return &oauthSession{Session: mem.NewSession(), mechs: mechs, valid: o.Server.Valid}, nil, nil
+			return &oauthSession{Session: mem.NewSession(), mechs: mechs, valid: o.Load().Server.Valid}, nil, nil
 		},
 		Caps:        goimap.CapSet{goimap.CapIMAP4rev1: {}, goimap.CapSASLIR: {}},
 		Logger:      discardLogger{},
@@ -79,9 +80,10 @@ func startOAuthProvider(t *testing.T, mechs ...string) (*proxytest.OAuth, *proxy
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 	p := proxytest.Provider(pki, "example", "imaps://"+ln.Addr().String())
-	o = proxytest.StartOAuth(t, pki, p, oauthUser, oauthLocal)
-	px := proxytest.StartProxy(t, imap.Front{}, policy.IMAP, p, nil, o.Option())
-	return o, px, traffic
+	oa := proxytest.StartOAuth(t, pki, p, oauthUser, oauthLocal)
+	o.Store(oa)
+	px := proxytest.StartProxy(t, imap.Front{}, policy.IMAP, p, nil, oa.Option())
+	return oa, px, traffic
 }
 
 func quoteIMAP(s string) string {

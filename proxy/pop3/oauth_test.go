@@ -2,6 +2,7 @@ package pop3_test
 
 import (
 	"encoding/base64"
+	"sync/atomic"
 	"testing"
 
 	"mailproxy/internal/testkit"
@@ -53,10 +54,11 @@ func TestOAuthLogin(t *testing.T) {
 	} {
 		t.Run(tc.want, func(t *testing.T) {
 			pki := testkit.NewPKI(t)
-			var o *proxytest.OAuth
-			ep := oauthProvider(t, pki, tc.mechs, func() func(string) (string, bool) { return o.Server.Valid })
+			var oa atomic.Pointer[proxytest.OAuth] // set before the first connection
+			ep := oauthProvider(t, pki, tc.mechs, func() func(string) (string, bool) { return oa.Load().Server.Valid })
 			pr := proxytest.Provider(pki, "example", "pop3s://"+ep)
-			o = proxytest.StartOAuth(t, pki, pr, oauthUser, oauthLocal)
+			o := proxytest.StartOAuth(t, pki, pr, oauthUser, oauthLocal)
+			oa.Store(o)
 			px := proxytest.StartProxy(t, pop3.Front{}, policy.POP3, pr, nil, o.Option())
 			c := testkit.Dial(t, px.Addr)
 			c.Expect("+OK *")
