@@ -459,3 +459,25 @@ func TestTokensDamagedRecord(t *testing.T) {
 		t.Fatalf("damaged record: %v", err)
 	}
 }
+
+// A cached token is used until a minute before it expires; then the next
+// login refreshes.
+func TestTokensExpiry(t *testing.T) {
+	e := newEnv(t)
+	clock := now
+	e.tokens.Now = func() time.Time { return clock }
+	e.as.AccessLifetime = 10 * time.Minute
+	e.authorize(t)
+	if _, err := e.token(t, local); err != nil {
+		t.Fatal(err)
+	}
+	// The server's expiry is from the real clock; the cache's from it too.
+	clock = time.Now().Add(8 * time.Minute)
+	if _, err := e.token(t, local); err != nil || e.as.Count("refresh") != 1 {
+		t.Fatalf("within the lifetime: %v, %d refreshes", err, e.as.Count("refresh"))
+	}
+	clock = time.Now().Add(9*time.Minute + 30*time.Second)
+	if _, err := e.token(t, local); err != nil || e.as.Count("refresh") != 2 {
+		t.Fatalf("in the last minute: %v, %d refreshes", err, e.as.Count("refresh"))
+	}
+}

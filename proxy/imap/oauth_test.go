@@ -2,6 +2,7 @@ package imap_test
 
 import (
 	"crypto/tls"
+	"encoding/base64"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -68,7 +69,7 @@ func startOAuthProvider(t *testing.T, mechs ...string) (*proxytest.OAuth, *proxy
 		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
 			return &oauthSession{Session: mem.NewSession(), mechs: mechs, valid: o.Load().Server.Valid}, nil, nil
 		},
-		Caps:        goimap.CapSet{goimap.CapIMAP4rev1: {}, goimap.CapSASLIR: {}},
+		Caps:        goimap.CapSet{goimap.CapIMAP4rev1: {}},
 		Logger:      discardLogger{},
 		DebugWriter: traffic,
 	}
@@ -130,6 +131,39 @@ func TestOAuthLogin(t *testing.T) {
 			px.Audit.NoSecret(t, o.Secrets()...)
 		})
 	}
+}
+
+// Without SASL-IR the token follows the provider's "+" (go-imap's server
+// always offers SASL-IR, so a scripted provider plays this one).
+func TestOAuthLoginWithoutSASLIR(t *testing.T) {
+	pki := testkit.NewPKI(t)
+	var oa atomic.Pointer[proxytest.OAuth] // set before the first connection
+	ep := scripted(t, pki, func(c *testkit.Conn) {
+		c.Send("* OK [CAPABILITY IMAP4rev1 AUTH=XOAUTH2] ready")
+		c.Expect("mp1 AUTHENTICATE XOAUTH2")
+		c.Send("+ ")
+		ir, err := base64.StdEncoding.DecodeString(c.Line())
+		user, token, perr := proxytest.ParseOAuth(proxy.MechXOAUTH2, ir)
+		if who, ok := oa.Load().Server.Valid(token); err != nil || perr != nil || !ok || who != user {
+			c.Send("mp1 NO [AUTHENTICATIONFAILED] bad token")
+			return
+		}
+		c.Send("mp1 OK [CAPABILITY IMAP4rev1] logged in")
+		c.Expect("a2 LOGOUT")
+		c.Send("* BYE")
+		c.Send("a2 OK bye")
+	})
+	p := proxytest.Provider(pki, "example", ep)
+	o := proxytest.StartOAuth(t, pki, p, oauthUser, oauthLocal)
+	oa.Store(o)
+	px := proxytest.StartProxy(t, imap.Front{}, policy.IMAP, p, nil, o.Option())
+	c := testkit.Dial(t, px.Addr)
+	c.Expect("* OK *")
+	c.Send("a1 LOGIN %s %s", quoteIMAP(oauthUser), quoteIMAP(oauthLocal))
+	c.Expect("a1 OK * logged in")
+	c.Send("a2 LOGOUT")
+	c.ExpectUntil("a2 OK bye")
+	px.Audit.NoSecret(t, o.Secrets()...)
 }
 
 // A wrong local password is the provider's usual failure, audited, and
