@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	goimap "github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
@@ -221,4 +222,31 @@ func TestOAuthRevoked(t *testing.T) {
 		t.Fatalf("auth events %v", ev)
 	}
 	px.Audit.NoSecret(t, o.Secrets()...)
+}
+
+// A provider with OAuth2 that offers only password mechanisms gets no
+// login at all: the local password is never sent, nor any password.
+func TestOAuthNeverSendsPassword(t *testing.T) {
+	pki := testkit.NewPKI(t)
+	got := make(chan string, 10)
+	ep := scripted(t, pki, func(c *testkit.Conn) {
+		c.Send("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN AUTH=LOGIN SASL-IR] ready")
+		for {
+			l := c.Line() // ends (by panic, recovered) when mailproxy hangs up
+			got <- l
+		}
+	})
+	p := proxytest.Provider(pki, "example", ep)
+	o := proxytest.StartOAuth(t, pki, p, oauthUser, oauthLocal)
+	px := proxytest.StartProxy(t, imap.Front{}, policy.IMAP, p, nil, o.Option())
+	c := testkit.Dial(t, px.Addr)
+	c.Expect("* OK *")
+	c.Send("a1 LOGIN %s %s", quoteIMAP(oauthUser), quoteIMAP(oauthLocal))
+	c.Expect("a1 NO [UNAVAILABLE] the provider offers neither AUTHENTICATE OAUTHBEARER nor XOAUTH2*")
+	px.Audit.WaitFor(t, policy.EventOAuth2Token, 1)
+	select {
+	case l := <-got:
+		t.Fatalf("the provider got a command (%d bytes)", len(l))
+	case <-time.After(200 * time.Millisecond):
+	}
 }
