@@ -283,7 +283,11 @@ scopes = ["mail"]
 	if err := os.WriteFile(mp.cfg, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	mp.proc, err = startProc(mp.name, mp.stderr.path, true, []string{"XDG_DATA_HOME=" + data}, e.bin, "run", "-config", mp.cfg)
+	// Under strace, so that the test can show every connection went to
+	// the provider's ports or its token endpoint on 127.0.0.1.
+	mp.straceOut = filepath.Join(dir, "strace.out")
+	mp.proc, err = startProc(mp.name, mp.stderr.path, true, []string{"XDG_DATA_HOME=" + data},
+		append(straceArgv(mp.straceOut), e.bin, "run", "-config", mp.cfg)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -356,8 +360,9 @@ func TestOAuth(t *testing.T) {
 	mp := startOAuthMailproxy(t, e, o, data)
 
 	s := e.oauthStep(t, o, "mailproxy authorize", mp, "imap", "authorize mailproxy with the device flow")
+	authorizeTrace := filepath.Join(e.work, "mailproxy-oauth", "authorize.strace")
 	r := s.run(cmdOpts{env: []string{"XDG_DATA_HOME=" + data}, stdin: []byte(oauthLocal + "\n")},
-		e.bin, "authorize", "-config", mp.cfg, "-provider", "oauth", "-device", alice.name)
+		append(straceArgv(authorizeTrace), e.bin, "authorize", "-config", mp.cfg, "-provider", "oauth", "-device", alice.name)...)
 	if r.code != 0 || !strings.Contains(string(r.stdout), "Stored") {
 		s.Fatalf("mailproxy authorize failed\n%s", r.describe())
 	}
@@ -446,6 +451,41 @@ func TestOAuth(t *testing.T) {
 	if r := s.swaks(local, alice.name, msg.file, appEHLO); r.code != 28 || !strings.Contains(string(r.stdout), "no longer accepts") {
 		s.Fatalf("swaks should report the revoked grant (exit 28)\n%s", r.describe())
 	}
+
+	// Every connection of `mailproxy authorize` and `mailproxy run` went to
+	// the provider's mail ports or its token endpoint, on 127.0.0.1.
+	if err := mp.stop(); err != nil {
+		t.Fatalf("stopping mailproxy under strace: %v", err)
+	}
+	asPort, _ := strconv.Atoi(o.as.Addr()[strings.LastIndexByte(o.as.Addr(), ':')+1:])
+	allowed := map[int]bool{o.imaps: true, o.pop3s: true, o.smtps: true, asPort: true}
+	s = e.step(t, "strace", route{mp: mp, proto: "imap, pop3, smtp, https", desc: mp.name + " -> the provider's ports and token endpoint on 127.0.0.1"},
+		"check every connect, sendto and sendmsg of mailproxy authorize and run")
+	seen := map[int]bool{}
+	for _, f := range []string{authorizeTrace, mp.straceOut} {
+		trace, err := os.ReadFile(f)
+		if err != nil {
+			s.Fatalf("reading the strace output: %v", err)
+		}
+		got, bad := checkTrace(string(trace), allowed)
+		if len(bad) > 0 {
+			s.Fatalf("PRIVACY: mailproxy reached outside the provider on 127.0.0.1 (allowed ports %v):\n%s", keys(allowed), strings.Join(bad, "\n"))
+		}
+		for p := range got {
+			seen[p] = true
+		}
+	}
+	for p := range allowed {
+		if !seen[p] {
+			s.Fatalf("strace saw no connect to 127.0.0.1:%d, which the scenario used: is the trace complete?", p)
+		}
+	}
+}
+
+// straceArgv runs a command under strace, recording its connect, sendto
+// and sendmsg calls into out.
+func straceArgv(out string) []string {
+	return []string{"strace", "-f", "-qq", "-e", "trace=connect,sendto,sendmsg", "-o", out, "--"}
 }
 
 // oauthNetrc writes a curl netrc for u.
