@@ -481,3 +481,33 @@ func TestTokensExpiry(t *testing.T) {
 		t.Fatalf("in the last minute: %v, %d refreshes", err, e.as.Count("refresh"))
 	}
 }
+
+// A new authorization with another local password, or a removed grant,
+// takes effect at once, even while an access token is cached.
+func TestTokensRecordReplaced(t *testing.T) {
+	e := newEnv(t)
+	e.authorize(t)
+	if _, err := e.token(t, local); err != nil {
+		t.Fatal(err)
+	}
+	r, _, err := grant.Seal(e.p.Name, account, e.as.IssueRefresh(account), "another local password", cheap, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.store.Save(r); err != nil {
+		t.Fatal(err)
+	}
+	var ae *proxy.AuthError
+	if _, err := e.token(t, local); !errors.As(err, &ae) {
+		t.Fatalf("the old password still works: %v", err)
+	}
+	if _, err := e.token(t, "another local password"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.store.Remove(e.p.Name, account); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.token(t, "another local password"); !errors.As(err, &ae) || !strings.Contains(ae.Text, "no OAuth2 authorization") {
+		t.Fatalf("after removal: %v", err)
+	}
+}

@@ -65,14 +65,17 @@ var _ proxy.Grants = (*Tokens)(nil)
 
 // account is what memory holds for one account: the access token last
 // fetched while it is valid, with an HMAC of the local password that
-// unlocked it (under a random key of this process), so that a login
-// within the token's lifetime costs no key derivation; and the sealed
-// text of a grant the provider revoked, so that it is not sent again.
+// unlocked it (under a random key of this process) and a hash of the
+// record it came from, so that a login within the token's lifetime costs
+// no key derivation, and a record replaced (`mailproxy authorize` with
+// another password) or removed takes effect at once; and the sealed text
+// of a grant the provider revoked, so that it is not sent again.
 type account struct {
 	mu       sync.Mutex
 	access   proxy.Secret
 	expiry   time.Time
 	password [sha256.Size]byte
+	record   [sha256.Size]byte
 	revoked  [sha256.Size]byte
 }
 
@@ -128,9 +131,6 @@ func (t *Tokens) AccessToken(ctx context.Context, route policy.Route, password p
 	defer a.mu.Unlock()
 	pw := mac(pepper, password.Reveal())
 	now := t.now()
-	if a.access != (proxy.Secret{}) && now.Before(a.expiry) && hmac.Equal(pw[:], a.password[:]) {
-		return a.access, nil
-	}
 	rec, err := t.Store.Load(p.Name, user)
 	if errors.Is(err, fs.ErrNotExist) {
 		return proxy.Secret{}, &proxy.AuthError{Text: fmt.Sprintf("mailproxy holds no OAuth2 authorization for %s at %s: %s", user, p.Name, authorizeHint(p.Name, user))}
@@ -144,6 +144,10 @@ func (t *Tokens) AccessToken(ctx context.Context, route policy.Route, password p
 		// new authorization helps.
 		return proxy.Secret{}, &proxy.AuthError{Text: fmt.Sprintf("mailproxy's stored authorization for %s is damaged (%v): %s", user, err, authorizeHint(p.Name, user))}
 	}
+	sealed := sha256.Sum256(rec.Sealed)
+	if a.access != (proxy.Secret{}) && now.Before(a.expiry) && hmac.Equal(pw[:], a.password[:]) && sealed == a.record {
+		return a.access, nil
+	}
 	key := rec.DeriveKey(password.Reveal())
 	refresh, err := rec.Open(key)
 	if errors.Is(err, ErrWrongPassword) {
@@ -153,7 +157,6 @@ func (t *Tokens) AccessToken(ctx context.Context, route policy.Route, password p
 		return proxy.Secret{}, err
 	}
 	revoked := &proxy.AuthError{Text: fmt.Sprintf("the provider no longer accepts mailproxy's authorization for %s: %s", user, authorizeHint(p.Name, user))}
-	sealed := sha256.Sum256(rec.Sealed)
 	if sealed == a.revoked {
 		audit.OAuth2Token(p.Name, user, policy.TokenRevoked, 0)
 		return proxy.Secret{}, revoked
@@ -195,6 +198,7 @@ func (t *Tokens) AccessToken(ctx context.Context, route policy.Route, password p
 	audit.OAuth2Token(p.Name, user, policy.TokenRefreshed, tok.ExpiresIn)
 	a.access = proxy.NewSecret(tok.AccessToken)
 	a.password = pw
+	a.record = sha256.Sum256(rec.Sealed)
 	a.expiry = tok.Expiry.Add(-expiryMargin)
 	if tok.Expiry.IsZero() {
 		a.expiry = now.Add(unknownLifetime)
