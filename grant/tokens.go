@@ -118,7 +118,7 @@ func mac(pepper []byte, s string) [sha256.Size]byte {
 	return out
 }
 
-// Authorize tells the app to run `mailproxy authorize` for its account.
+// authorizeHint tells the app to run `mailproxy authorize` for its account.
 func authorizeHint(p, account string) string {
 	return fmt.Sprintf("run `mailproxy authorize -provider %s %s`", p, account)
 }
