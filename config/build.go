@@ -134,6 +134,7 @@ func (d *doc) limits(le *LimitsEntry, l *proxy.Limits, add func(*Error)) {
 }
 
 func (d *doc) provider(i int, pe *ProviderEntry, add func(*Error)) *policy.Provider {
+	fromPreset(pe)
 	base := fmt.Sprintf("provider.%d", i)
 	who := fmt.Sprintf("provider #%d", i+1)
 	if pe.Name != "" {
@@ -190,6 +191,9 @@ func (d *doc) provider(i int, pe *ProviderEntry, add func(*Error)) *policy.Provi
 		fail("imap", "a provider needs at least one endpoint: imap, pop3 or smtp")
 	}
 	if !d.privacy(pe, p, fail) {
+		ok = false
+	}
+	if !d.oauth2(pe.OAuth2, p, base, who, add) {
 		ok = false
 	}
 	if err := p.CheckEndpoints(); err != nil && ok {

@@ -71,12 +71,13 @@ type ProviderEntry struct {
 	MaxTLS                string   `toml:"max_tls"`
 	AllowPrivateAddresses bool     `toml:"allow_private_addresses"`
 	// SOCKS5 and header scrubbing (privacy.go).
-	Via            string    `toml:"via"`
-	ViaUser        string    `toml:"via_user"`
-	ViaPassword    string    `toml:"via_password"`
-	Isolate        bool      `toml:"isolate"`
-	ViaAllowRemote bool      `toml:"via_allow_remote"`
-	ScrubHeaders   *[]string `toml:"scrub_headers"` // nil: the default
+	Via            string       `toml:"via"`
+	ViaUser        string       `toml:"via_user"`
+	ViaPassword    string       `toml:"via_password"`
+	Isolate        bool         `toml:"isolate"`
+	ViaAllowRemote bool         `toml:"via_allow_remote"`
+	ScrubHeaders   *[]string    `toml:"scrub_headers"` // nil: the default
+	OAuth2         *OAuth2Entry `toml:"oauth2"`        // oauth2.go
 }
 
 // ListenEntry is one [[listen]].
@@ -94,12 +95,13 @@ type ListenEntry struct {
 
 // known keys of each table, for the unknown-key check.
 var knownKeys = map[string][]string{
-	"":         {"log", "limits", "provider", "listen", "status"},
-	"status":   {"address", "allow_clients"},
-	"log":      {"audit", "level"},
-	"limits":   {"max_sessions", "max_sessions_per_client", "sessions_per_minute_per_client", "preauth_timeout", "idle_timeout", "command_timeout", "dial_timeout", "max_line", "max_literal", "max_prelogin", "max_message_size", "max_recipients", "max_header_block"},
-	"provider": {"name", "hosts", "domains", "imap", "pop3", "smtp", "ca_file", "pins", "min_tls", "max_tls", "allow_private_addresses", "via", "via_user", "via_password", "isolate", "via_allow_remote", "scrub_headers"},
-	"listen":   {"protocol", "address", "provider", "local_security", "allow_clients", "allow_plaintext_auth", "max_sessions", "local_cert", "local_key"},
+	"":                {"log", "limits", "provider", "listen", "status"},
+	"status":          {"address", "allow_clients"},
+	"log":             {"audit", "level"},
+	"limits":          {"max_sessions", "max_sessions_per_client", "sessions_per_minute_per_client", "preauth_timeout", "idle_timeout", "command_timeout", "dial_timeout", "max_line", "max_literal", "max_prelogin", "max_message_size", "max_recipients", "max_header_block"},
+	"provider":        {"name", "hosts", "domains", "imap", "pop3", "smtp", "ca_file", "pins", "min_tls", "max_tls", "allow_private_addresses", "via", "via_user", "via_password", "isolate", "via_allow_remote", "scrub_headers", "oauth2"},
+	"listen":          {"protocol", "address", "provider", "local_security", "allow_clients", "allow_plaintext_auth", "max_sessions", "local_cert", "local_key"},
+	"provider.oauth2": oauth2Keys,
 }
 
 // loopbackAddress reports whether a listener address binds only a
@@ -275,6 +277,7 @@ func Preset(name string) (*Config, error) {
 			continue
 		}
 		d := newDoc("preset " + name)
+		p.OAuth2 = nil // OAuth2 needs the user's client_id, from a file (oauth2.go)
 		f := &File{Provider: []ProviderEntry{p}}
 		for _, proto := range policy.Protos {
 			if p.endpoint(proto) != "" {

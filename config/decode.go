@@ -77,17 +77,37 @@ func (d *doc) decodeTable(table, path, who string, t map[string]any, dst reflect
 		if !has {
 			continue
 		}
+		p := path + "." + key
+		if sub := subTable(dst.Field(i)); sub.IsValid() {
+			// A table inside the entry ([provider.oauth2]).
+			if st, ok := raw.(map[string]any); ok {
+				for _, e := range d.decodeTable(table, p, who, st, sub) {
+					e.Key = key + "." + e.Key
+					errs = append(errs, e)
+				}
+				dst.Field(i).Set(sub.Addr())
+				continue
+			}
+		}
 		if err := assign(dst.Field(i), raw); err != "" {
 			display := key
 			if who != "" {
 				display += " (" + who + ")"
 			}
-			p := path + "." + key
 			d.bad[p] = true
 			errs = append(errs, d.at(p, display, "%s, not %s", err, describe(raw)))
 		}
 	}
 	return errs
+}
+
+// subTable is a new struct for a field that holds a pointer to a table's
+// struct, or the invalid Value for any other field.
+func subTable(f reflect.Value) reflect.Value {
+	if f.Kind() == reflect.Pointer && f.Type().Elem().Kind() == reflect.Struct {
+		return reflect.New(f.Type().Elem()).Elem()
+	}
+	return reflect.Value{}
 }
 
 // assign stores v in dst when its type fits, else says what was wanted.
@@ -135,6 +155,8 @@ func assign(dst reflect.Value, v any) (want string) {
 			out[i] = s
 		}
 		dst.Set(reflect.ValueOf(out))
+	case reflect.Struct:
+		return "want a table"
 	default:
 		return "unsupported field" // a File field of a kind decode does not know
 	}

@@ -55,6 +55,11 @@ func index(file string, data []byte) (*doc, Errors) {
 		case unstable.Table, unstable.ArrayTable:
 			parts, line := keyOf(e)
 			name := strings.Join(parts, ".")
+			if sub, ok := oauth2Table(parts, count["provider"]); ok && e.Kind == unstable.Table {
+				prefix, table = sub, name
+				d.lines[prefix] = line
+				continue
+			}
 			if len(parts) != 1 || !slices.Contains(knownKeys[""], name) {
 				errs = append(errs, &Error{File: file, Line: line, Key: "[" + name + "]",
 					Msg: "unknown table" + suggest(name, knownKeys[""])})

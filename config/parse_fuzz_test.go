@@ -36,6 +36,8 @@ func addConfigSeeds(f *testing.F) {
 		"\xef\xbb\xbf[log]\r\nlevel = 'warn'\r\n",
 		"a = { b = 1, c = [1, 2, {d = 3}] }\n",
 		"[[listen]]\n[[listen]]\n[[listen]]\nprotocol = \"imap\"\n",
+		oauthFile,
+		"[provider.oauth2]\nclient_id = \"x\"\n[[provider]]\nname = \"outlook\"\n[provider.oauth2]\nclient_id = \"\"\nscope = 1\n",
 		"",
 	} {
 		f.Add([]byte(s))

@@ -58,13 +58,26 @@ var presets = []ProviderEntry{
 		// Google's "Read Gmail messages on other email clients using POP"
 		// and "Add Gmail to another email client" pages: imap.gmail.com
 		// 993, pop.gmail.com 995, smtp.gmail.com 465 (or 587 STARTTLS).
-		// Most accounts refuse plain passwords: use an app password.
+		// Most accounts refuse plain passwords: use an app password, or
+		// OAuth2 with your own client_id (config/oauth2.go). Google's
+		// "OAuth 2.0 for Mobile & Desktop Apps": authorization
+		// accounts.google.com/o/oauth2/v2/auth, token
+		// oauth2.googleapis.com/token, scope https://mail.google.com/
+		// for IMAP, POP and SMTP ("OAuth 2.0 Mechanism" of Gmail's IMAP
+		// docs). Google's device flow ("OAuth 2.0 for TV and
+		// Limited-Input Device Applications") supports a limited set of
+		// scopes without Gmail's, so there is no device_auth_url.
 		Name:    "gmail",
-		Hosts:   []string{"imap.gmail.com", "pop.gmail.com", "smtp.gmail.com"},
+		Hosts:   []string{"imap.gmail.com", "pop.gmail.com", "smtp.gmail.com", "accounts.google.com", "oauth2.googleapis.com"},
 		Domains: []string{"gmail.com", "googlemail.com"},
 		IMAP:    "imaps://imap.gmail.com:993",
 		POP3:    "pop3s://pop.gmail.com:995",
 		SMTP:    "smtps://smtp.gmail.com:465",
+		OAuth2: &OAuth2Entry{
+			AuthURL:  "https://accounts.google.com/o/oauth2/v2/auth",
+			TokenURL: "https://oauth2.googleapis.com/token",
+			Scopes:   []string{"https://mail.google.com/"},
+		},
 	},
 	{
 		// support.microsoft.com "POP, IMAP, and SMTP settings for
@@ -72,12 +85,26 @@ var presets = []ProviderEntry{
 		// SMTP smtp-mail.outlook.com 587 (STARTTLS). Outlook.com requires
 		// OAuth2 for most accounts; plain passwords (even app passwords)
 		// are being withdrawn.
+		// Microsoft's "Authenticate an IMAP, POP or SMTP connection using
+		// OAuth" (for Microsoft 365 and Outlook.com): the identity
+		// platform's v2.0 endpoints on login.microsoftonline.com (tenant
+		// "common"), the scopes IMAP.AccessAsUser.All,
+		// POP.AccessAsUser.All and SMTP.Send of outlook.office.com, and
+		// offline_access for a refresh token; the device authorization
+		// grant is supported.
 		Name:    "outlook",
-		Hosts:   []string{"outlook.office365.com", "smtp-mail.outlook.com"},
+		Hosts:   []string{"outlook.office365.com", "smtp-mail.outlook.com", "login.microsoftonline.com"},
 		Domains: []string{"outlook.com", "hotmail.com", "live.com", "msn.com"},
 		IMAP:    "imaps://outlook.office365.com:993",
 		POP3:    "pop3s://outlook.office365.com:995",
 		SMTP:    "smtp://smtp-mail.outlook.com:587",
+		OAuth2: &OAuth2Entry{
+			AuthURL:       "https://login.microsoftonline.com/common/oauth2/v2.0/authorize",
+			TokenURL:      "https://login.microsoftonline.com/common/oauth2/v2.0/token",
+			DeviceAuthURL: "https://login.microsoftonline.com/common/oauth2/v2.0/devicecode",
+			Scopes: []string{"https://outlook.office.com/IMAP.AccessAsUser.All", "https://outlook.office.com/POP.AccessAsUser.All",
+				"https://outlook.office.com/SMTP.Send", "offline_access"},
+		},
 	},
 	{
 		// Riseup's own client help page (riseup.net/en/email/clients) was

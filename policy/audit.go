@@ -24,6 +24,7 @@ const (
 	EventSessionEnd      = "session.end"
 	EventConfigReload    = "config.reload"
 	EventSessionPanic    = "session.panic"
+	EventOAuth2Token     = "oauth2.token"
 )
 
 // Audit writes the audit trail: one JSON object a line, as log/slog's
@@ -83,12 +84,21 @@ func (a *Audit) ConfigReload(path string, err error) {
 // Session returns the audit trail of one connection: every event it writes
 // carries conn and proto.
 func (a *Audit) Session(conn string, proto Proto) *SessionAudit {
-	return &SessionAudit{log: a.log.With("conn", conn, "proto", string(proto))}
+	return &SessionAudit{log: a.log.With("conn", conn, "proto", string(proto)), base: a.log, conn: conn}
 }
 
 // SessionAudit writes the events of one connection.
 type SessionAudit struct {
-	log *slog.Logger
+	log  *slog.Logger
+	base *slog.Logger // without conn and proto
+	conn string
+}
+
+// As returns the audit trail of the same connection's work in another
+// protocol: a login's request to the provider's OAuth2 token endpoint is
+// audited under the session's conn with proto "https".
+func (s *SessionAudit) As(proto Proto) *SessionAudit {
+	return &SessionAudit{log: s.base.With("conn", s.conn, "proto", string(proto)), base: s.base, conn: s.conn}
 }
 
 // Start records a client that connected to a listener serving provider
@@ -170,6 +180,25 @@ func (s *SessionAudit) Auth(user string, ok bool) {
 		result = "ok"
 	}
 	s.log.Info(EventAuth, "user", Escape(user), "result", result)
+}
+
+// OAuth2 token results (the `result` of oauth2.token).
+const (
+	TokenRefreshed = "refreshed" // a new access token (and maybe a rotated refresh token)
+	TokenFailed    = "failed"    // the token endpoint could not be used; try again later
+	TokenRevoked   = "revoked"   // the provider no longer accepts the grant: authorize again
+)
+
+// OAuth2Token records a request to a provider's token endpoint for
+// account: its result and, when refreshed, the access token's lifetime in
+// seconds (0 when the provider did not say). No token is ever written.
+func (s *SessionAudit) OAuth2Token(provider, account, result string, expiresIn int64) {
+	attrs := []any{"account", Escape(account), "provider", provider, "result", result}
+	if result == TokenRefreshed {
+		s.log.Info(EventOAuth2Token, append(attrs, "expires_in", expiresIn)...)
+		return
+	}
+	s.log.Warn(EventOAuth2Token, attrs...)
 }
 
 // Escape makes text the app chose (a user name) safe to show in one log

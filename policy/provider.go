@@ -223,6 +223,8 @@ type Provider struct {
 	// ScrubHeaders are the header names removed from the top-level header
 	// block of every message sent (SMTP); empty means none.
 	ScrubHeaders []string
+	// OAuth2, when set, makes every login an OAuth2 login (oauth2.go).
+	OAuth2 *OAuth2
 }
 
 // TLSPolicy is a provider's TLS requirement in parsed form: the

@@ -15,6 +15,10 @@ type Credentials struct {
 	Username string
 	// Password is the secret.
 	Password Secret
+	// Token is an OAuth2 access token to log in with at the provider
+	// instead of a password (Password is then empty): LoginUpstream sets
+	// it for a provider with [provider.oauth2]. The app never gives one.
+	Token Secret
 }
 
 // Secret is a password or token. Use Reveal to get the value for the one

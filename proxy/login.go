@@ -22,10 +22,13 @@ import (
 
 // Login is a front's provider-side exchange on a fresh connection: read
 // the greeting (unless AfterSTARTTLS), learn the capabilities, log in with
-// creds as route.User. ok is the provider's verdict; err is anything that
-// kept it from giving one (it is then shown to the app with Explain). The
-// connection carries a deadline of command_timeout.
-type Login func(conn *tlsconf.Upstream, route policy.Route) (ok bool, err error)
+// creds as route.User. creds are what the provider is to get: the app's
+// credentials, or for an OAuth2 provider the app's user name with an
+// access token (creds.Token) and no password. ok is the provider's
+// verdict; err is anything that kept it from giving one (it is then shown
+// to the app with Explain). The connection carries a deadline of
+// command_timeout.
+type Login func(conn *tlsconf.Upstream, route policy.Route, creds Credentials) (ok bool, err error)
 
 // InputError is credentials mailproxy will not pass on; the app gets the
 // protocol's "bad command" answer with Text.
@@ -70,6 +73,9 @@ const MaxLoginAttempts = 5
 //     the session (ServeLines, or the SMTP front) with a limit on record;
 //   - credentials with NUL, CR or LF: *InputError, audited (reason input);
 //   - a login the policy does not route: *RouteError, audited;
+//   - for a provider with OAuth2, a login mailproxy refuses itself (wrong
+//     local password, no grant, revoked grant): *AuthError, audited as
+//     auth fail; a token endpoint that cannot be used: that error;
 //   - a provider that cannot be reached, is refused by the policy, or
 //     breaks its protocol: that error (the dialer audits a refusal; the
 //     session's end records the others unless a later login succeeds);
@@ -105,7 +111,17 @@ func (s *Session) LoginUpstream(ctx context.Context, creds Credentials, login Lo
 	s.mu.Unlock()
 	var conn *tlsconf.Upstream
 	var ok bool
+	upCreds := creds
 	err = onOwnStack(func() error {
+		if route.Provider.OAuth2 != nil {
+			// The password is the local one: it unlocks the grant and is
+			// never sent. The provider gets an access token.
+			tok, err := s.accessToken(ctx, route, creds)
+			if err != nil {
+				return err
+			}
+			upCreds = Credentials{Username: creds.Username, Token: tok}
+		}
 		dctx, cancel := context.WithTimeout(ctx, s.Settings.Limits.DialTimeout)
 		defer cancel()
 		var err error
@@ -113,9 +129,14 @@ func (s *Session) LoginUpstream(ctx context.Context, creds Credentials, login Lo
 			return err
 		}
 		conn.SetDeadline(time.Now().Add(s.Settings.Limits.CommandTimeout))
-		ok, err = login(conn, route)
+		ok, err = login(conn, route, upCreds)
 		return err
 	})
+	var ae *AuthError
+	if errors.As(err, &ae) {
+		s.Audit.Auth(creds.Username, false)
+		return false, err
+	}
 	if conn == nil {
 		s.failedLogin(err)
 		return false, err
@@ -128,6 +149,9 @@ func (s *Session) LoginUpstream(ctx context.Context, creds Credentials, login Lo
 	s.Audit.Auth(creds.Username, ok)
 	if !ok {
 		conn.Close()
+		if upCreds.Token != (Secret{}) {
+			s.Settings.Grants.Rejected(route, upCreds.Token)
+		}
 		return false, nil
 	}
 	s.mu.Lock()
@@ -200,18 +224,35 @@ func (s *Session) failedLogin(err error) {
 	s.loginErr = err
 }
 
+// accessToken gets the access token for an OAuth2 provider's login, under
+// dial_timeout (the token endpoint is a provider host like the others).
+func (s *Session) accessToken(ctx context.Context, route policy.Route, creds Credentials) (Secret, error) {
+	if creds.Authzid != "" && creds.Authzid != creds.Username {
+		// XOAUTH2 cannot carry it, and dropping it would log in as
+		// someone else than the app asked for.
+		return Secret{}, &AuthError{Text: "an authorization identity cannot be passed on with OAuth2"}
+	}
+	g := s.Settings.Grants
+	if g == nil {
+		return Secret{}, &AuthError{Text: fmt.Sprintf("provider %q uses OAuth2, and this mailproxy has no token store", route.Provider.Name)}
+	}
+	tctx, cancel := context.WithTimeout(ctx, s.Settings.Limits.DialTimeout)
+	defer cancel()
+	return g.AccessToken(tctx, route, creds.Password, s.Audit)
+}
+
 // LoginVia is LoginUpstream for the line-based fronts, whose exchange is
 // "start on the fresh connection (greeting, capabilities), then log in":
 // it also returns what start made, for the relay.
 func LoginVia[U any](ctx context.Context, s *Session, creds Credentials,
-	start func(*tlsconf.Upstream, policy.Route) (U, error), login func(U) (bool, error)) (U, bool, error) {
+	start func(*tlsconf.Upstream, policy.Route) (U, error), login func(U, Credentials) (bool, error)) (U, bool, error) {
 	var up U
-	ok, err := s.LoginUpstream(ctx, creds, func(conn *tlsconf.Upstream, route policy.Route) (bool, error) {
+	ok, err := s.LoginUpstream(ctx, creds, func(conn *tlsconf.Upstream, route policy.Route, creds Credentials) (bool, error) {
 		var err error
 		if up, err = start(conn, route); err != nil {
 			return false, err
 		}
-		return login(up)
+		return login(up, creds)
 	})
 	return up, ok, err
 }

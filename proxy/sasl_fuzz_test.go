@@ -209,11 +209,15 @@ func FuzzSASLCredentials(f *testing.F) {
 			t.Fatalf("ReadSASL(%s) = %q/%q, want %q/%q and the password back", mech, creds.Authzid, creds.Username, authzid, user)
 		}
 
+		// An OAuth2 access token travels in the same credentials, and
+		// must not print either.
+		creds.Token = proxy.NewSecret(pass)
+
 		leaks := []string{secretMarker, hex.EncodeToString([]byte(secretMarker)), strings.ToUpper(hex.EncodeToString([]byte(secretMarker))),
 			base64.StdEncoding.EncodeToString([]byte(secretMarker))[:12]}
 		var outs []string
 		for _, verb := range []string{"%v", "%+v", "%#v", "%s", "%q", "%x", "%X", "%T %v", "%d", "%60v"} {
-			outs = append(outs, fmt.Sprintf(verb, creds), fmt.Sprintf(verb, &creds), fmt.Sprintf(verb, creds.Password))
+			outs = append(outs, fmt.Sprintf(verb, creds), fmt.Sprintf(verb, &creds), fmt.Sprintf(verb, creds.Password), fmt.Sprintf(verb, creds.Token))
 		}
 		outs = append(outs, fmt.Sprint(creds, []proxy.Credentials{creds}, map[string]any{"c": creds}), fmt.Sprintln(creds.Password))
 		var logs bytes.Buffer

@@ -29,6 +29,8 @@ type Server struct {
 	// LocalTLS returns the app-side TLS configuration of a listener whose
 	// local_security is not "none". Nil means local TLS is unavailable.
 	LocalTLS func(ListenSpec) (*tls.Config, error)
+	// Grants gives access tokens for OAuth2 providers' logins.
+	Grants Grants
 
 	mu        sync.Mutex
 	listeners map[string]*Listener // by address
@@ -42,7 +44,7 @@ func (s *Server) settings(c Setup, l ListenSpec) (*Settings, error) {
 	if !ok {
 		return nil, fmt.Errorf("listener %s: no %s front", l.Address, l.Proto)
 	}
-	st := &Settings{Front: front, Listen: l, Providers: c.Providers, Limits: c.Limits}
+	st := &Settings{Front: front, Listen: l, Providers: c.Providers, Limits: c.Limits, Grants: s.Grants}
 	if l.LocalSecurity != "" && l.LocalSecurity != LocalNone {
 		if s.LocalTLS == nil {
 			return nil, fmt.Errorf("listener %s: local_security %q is not available", l.Address, l.LocalSecurity)

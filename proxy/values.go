@@ -141,6 +141,9 @@ type Settings struct {
 	// LocalTLS is the app-side TLS configuration when local_security is
 	// starttls or tls; nil otherwise.
 	LocalTLS *tls.Config
+	// Grants gives access tokens for the logins of OAuth2 providers; nil
+	// means such logins fail.
+	Grants Grants
 }
 
 // normalized returns a copy with the defaults filled in.

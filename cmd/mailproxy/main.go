@@ -48,6 +48,8 @@ func commands() []command {
 		{"run", "", "serve (the default command)", func() *flag.FlagSet { return newRunFlags(io.Discard).fs }, runCmd},
 		{"check", "[HOST:PORT...]", "connect to a provider's endpoints and show the TLS they negotiate (never logs in)", func() *flag.FlagSet { return newCheckFlags(io.Discard).fs }, checkCmd},
 		{"report", "AUDITFILE", "summarise an audit log: sessions, TLS seen, refusals", func() *flag.FlagSet { return newReportFlags(io.Discard).fs }, reportCmd},
+		{"authorize", "ACCOUNT", "OAuth2: authorize mailproxy at a provider for ACCOUNT and set the local password apps use", func() *flag.FlagSet { return newAuthorizeFlags(io.Discard).fs }, authorizeCmd},
+		{"tokens", "[remove [-provider NAME] ACCOUNT]", "list the stored OAuth2 authorizations (no secrets), or remove one", func() *flag.FlagSet { return newTokensFlags(io.Discard).fs }, tokensCmd},
 		{"demo", "", "a local demo provider behind mailproxy", func() *flag.FlagSet { return newDemoFlags(io.Discard).fs }, demoCmd},
 		{"cert", "", "print the local TLS certificate (creating it once)", func() *flag.FlagSet { return newCertFlags(io.Discard).fs }, certCmd},
 		{"config check", "", "validate a configuration file", func() *flag.FlagSet { return newConfigCheckFlags(io.Discard).fs }, configCheckCmd},

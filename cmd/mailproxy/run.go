@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"mailproxy/config"
+	"mailproxy/grant"
 	"mailproxy/policy"
 	"mailproxy/proxy"
 	"mailproxy/proxy/imap"
@@ -82,7 +83,12 @@ func runCmd(args []string, stdout, stderr io.Writer) int {
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sig)
 
-	srv := &proxy.Server{Audit: audit, Dialer: &tlsconf.Dialer{}, Fronts: fronts(), LocalTLS: localTLS(c)}
+	dialer := &tlsconf.Dialer{}
+	srv := &proxy.Server{Audit: audit, Dialer: dialer, Fronts: fronts(), LocalTLS: localTLS(c)}
+	if store, err := tokenStore(); err == nil {
+		// OAuth2 providers' logins; without a data folder they fail.
+		srv.Grants = &grant.Tokens{Store: store, Dialer: dialer}
+	}
 	page := &status.Server{Collector: collector, Snapshot: srv.Snapshot, Audit: audit}
 	defer page.Close()
 	if err := page.Start(statusAddress(c)); err != nil {

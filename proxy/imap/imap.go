@@ -142,17 +142,20 @@ func (f *session) login(ctx context.Context, tag string, creds proxy.Credentials
 		return false, f.privacyRequired(tag)
 	}
 	var res *loginResult
-	up, ok, err := proxy.LoginVia(ctx, s, creds, start, func(u *upstream) (bool, error) {
+	up, ok, err := proxy.LoginVia(ctx, s, creds, start, func(u *upstream, c proxy.Credentials) (bool, error) {
 		var err error
-		res, err = u.login(creds)
+		res, err = u.login(c)
 		return err == nil && res.ok, err
 	})
 	var ie *proxy.InputError
 	var re *proxy.RouteError
 	var le *proxy.LimitError
+	var ae *proxy.AuthError
 	switch {
 	case errors.As(err, &le):
 		return false, err // the session ends with a BYE
+	case errors.As(err, &ae):
+		return false, f.write("%s NO [AUTHENTICATIONFAILED] %s\r\n", tag, proxy.Printable(ae.Text, 300))
 	case errors.As(err, &ie):
 		return false, f.write("%s BAD %s\r\n", tag, ie.Text)
 	case errors.As(err, &re):

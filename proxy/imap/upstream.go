@@ -155,6 +155,9 @@ type loginResult struct {
 // initial response when SASL-IR is offered) when the provider offers it,
 // else LOGIN, unless LOGINDISABLED.
 func (u *upstream) login(c proxy.Credentials) (*loginResult, error) {
+	if c.Token != (proxy.Secret{}) {
+		return u.loginOAuth(c)
+	}
 	if c.Authzid != "" && !u.caps["AUTH=PLAIN"] {
 		// LOGIN cannot carry it, and dropping it would log in as someone
 		// else than the app asked for.
@@ -186,7 +189,41 @@ func (u *upstream) login(c proxy.Credentials) (*loginResult, error) {
 	default:
 		return nil, &proxy.ProviderError{Msg: "the provider offers neither AUTHENTICATE PLAIN nor LOGIN"}
 	}
-	return u.result(tag)
+	return u.result(tag, "*")
+}
+
+// loginOAuth logs in with an access token: AUTHENTICATE OAUTHBEARER (RFC
+// 7628) when the provider offers it, else XOAUTH2. Never a password.
+func (u *upstream) loginOAuth(c proxy.Credentials) (*loginResult, error) {
+	mech := ""
+	switch {
+	case u.caps["AUTH="+proxy.MechOAUTHBEARER]:
+		mech = proxy.MechOAUTHBEARER
+	case u.caps["AUTH="+proxy.MechXOAUTH2]:
+		mech = proxy.MechXOAUTH2
+	default:
+		return nil, &proxy.ProviderError{Msg: "the provider offers neither AUTHENTICATE OAUTHBEARER nor XOAUTH2, which its OAuth2 configuration needs"}
+	}
+	tag := u.tag()
+	ir := base64.StdEncoding.EncodeToString(proxy.OAuthInitialResponse(mech, u.route.User, c.Token))
+	if u.caps["SASL-IR"] {
+		if err := u.send(tag + " AUTHENTICATE " + mech + " " + ir); err != nil {
+			return nil, err
+		}
+	} else {
+		if err := u.send(tag + " AUTHENTICATE " + mech); err != nil {
+			return nil, err
+		}
+		if err := u.expectContinuation(tag); err != nil {
+			return failed(err)
+		}
+		if err := u.send(ir); err != nil {
+			return nil, err
+		}
+	}
+	// A refusal is a challenge with the error (JSON), answered so that
+	// the provider ends the exchange with its tagged NO.
+	return u.result(tag, base64.StdEncoding.EncodeToString(proxy.OAuthFailureAnswer(mech)))
 }
 
 // failed turns a refused continuation into a login failure.
@@ -264,8 +301,9 @@ func quote(s string) string {
 	return `"` + r.Replace(s) + `"`
 }
 
-// result reads responses up to the tagged one.
-func (u *upstream) result(tag string) (*loginResult, error) {
+// result reads responses up to the tagged one. The first continuation
+// request is answered with answer; any further one is cancelled.
+func (u *upstream) result(tag, answer string) (*loginResult, error) {
 	var untagged bytes.Buffer
 	for i := 0; i < maxUpstreamLines; i++ {
 		first, raw, err := u.response()
@@ -273,10 +311,12 @@ func (u *upstream) result(tag string) (*loginResult, error) {
 			return nil, err
 		}
 		if strings.HasPrefix(first, "+") {
-			// More SASL wanted than PLAIN has: cancel (RFC 9051 §6.2.2).
-			if err := u.send("*"); err != nil {
+			// More SASL wanted than the mechanism has: cancel (RFC 9051
+			// §6.2.2), unless the answer is an OAuth2 error's.
+			if err := u.send(answer); err != nil {
 				return nil, err
 			}
+			answer = "*"
 			continue
 		}
 		if strings.HasPrefix(first, tag+" ") {

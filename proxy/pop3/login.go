@@ -14,9 +14,9 @@ import (
 func (f *session) login(ctx context.Context, creds proxy.Credentials) (bool, error) {
 	s := f.s
 	var res *loginResult
-	up, ok, err := proxy.LoginVia(ctx, s, creds, start, func(u *upstream) (bool, error) {
+	up, ok, err := proxy.LoginVia(ctx, s, creds, start, func(u *upstream, c proxy.Credentials) (bool, error) {
 		var err error
-		res, err = u.login(creds)
+		res, err = u.login(c)
 		return err == nil && res.ok, err
 	})
 	var le *proxy.LimitError
@@ -46,7 +46,10 @@ func loginRefusal(err error) string {
 	var ie *proxy.InputError
 	var re *proxy.RouteError
 	var le *errLogin
+	var ae *proxy.AuthError
 	switch {
+	case errors.As(err, &ae):
+		return "-ERR [AUTH] " + proxy.Printable(ae.Text, 300)
 	case errors.As(err, &ie):
 		return "-ERR [AUTH] " + ie.Text
 	case errors.As(err, &re):

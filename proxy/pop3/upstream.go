@@ -144,6 +144,9 @@ type loginResult struct {
 // 4616) when the provider lists SASL PLAIN, else USER and PASS (RFC 1939
 // §7).
 func (u *upstream) login(c proxy.Credentials) (*loginResult, error) {
+	if c.Token != (proxy.Secret{}) {
+		return u.loginOAuth(c)
+	}
 	user, pass := u.route.User, c.Password.Reveal()
 	switch {
 	case u.hasSASL("PLAIN"):
@@ -152,7 +155,7 @@ func (u *upstream) login(c proxy.Credentials) (*loginResult, error) {
 			if err := u.send("AUTH PLAIN " + ir); err != nil {
 				return nil, err
 			}
-			return u.result()
+			return u.result("*")
 		}
 		if err := u.send("AUTH PLAIN"); err != nil {
 			return nil, err
@@ -167,7 +170,7 @@ func (u *upstream) login(c proxy.Credentials) (*loginResult, error) {
 		if err := u.send(ir); err != nil {
 			return nil, err
 		}
-		return u.result()
+		return u.result("*")
 	case u.caps == nil || u.has("USER"):
 		if strings.ContainsAny(user+pass, "\r\n\x00") {
 			return nil, &errLogin{"AUTH", "the user name or password holds characters that USER and PASS cannot carry, and the provider has no SASL PLAIN"}
@@ -188,25 +191,60 @@ func (u *upstream) login(c proxy.Credentials) (*loginResult, error) {
 		if err := u.send("PASS " + pass); err != nil {
 			return nil, err
 		}
-		return u.result()
+		return u.result("*")
 	}
 	return nil, &errLogin{"SYS/PERM", "the provider offers neither SASL PLAIN nor USER and PASS, which is what mailproxy can relay"}
 }
 
+// loginOAuth logs in with an access token: AUTH OAUTHBEARER (RFC 7628)
+// when the provider lists it, else XOAUTH2. Never a password. The initial
+// response is sent after the "+" (RFC 5034 §4): with a token it is longer
+// than a POP3 command line may be.
+func (u *upstream) loginOAuth(c proxy.Credentials) (*loginResult, error) {
+	mech := ""
+	switch {
+	case u.hasSASL(proxy.MechOAUTHBEARER):
+		mech = proxy.MechOAUTHBEARER
+	case u.hasSASL(proxy.MechXOAUTH2):
+		mech = proxy.MechXOAUTH2
+	default:
+		return nil, &errLogin{"SYS/PERM", "the provider lists neither SASL OAUTHBEARER nor XOAUTH2, which its OAuth2 configuration needs"}
+	}
+	if err := u.send("AUTH " + mech); err != nil {
+		return nil, err
+	}
+	l, err := u.line()
+	if err != nil {
+		return nil, err
+	}
+	if !isContinuation(l) {
+		return u.status(l)
+	}
+	if err := u.send(base64.StdEncoding.EncodeToString(proxy.OAuthInitialResponse(mech, u.route.User, c.Token))); err != nil {
+		return nil, err
+	}
+	// A refusal is a challenge with the error (JSON), answered so that
+	// the provider ends the exchange with its -ERR.
+	return u.result(base64.StdEncoding.EncodeToString(proxy.OAuthFailureAnswer(mech)))
+}
+
 func isContinuation(l string) bool { return l == "+" || strings.HasPrefix(l, "+ ") }
 
-// result reads the status line that ends a login. A "+" challenge asks
-// for more than PLAIN has, so it is cancelled with "*" (RFC 5034 §4).
-func (u *upstream) result() (*loginResult, error) {
+// result reads the status line that ends a login. The first "+"
+// challenge is answered with answer (an OAuth2 error's answer); a "+"
+// challenge asks for more than PLAIN has, so it is cancelled with "*"
+// (RFC 5034 §4).
+func (u *upstream) result(answer string) (*loginResult, error) {
 	for range maxUpstreamLines {
 		l, err := u.line()
 		if err != nil {
 			return nil, err
 		}
 		if isContinuation(l) {
-			if err := u.send("*"); err != nil {
+			if err := u.send(answer); err != nil {
 				return nil, err
 			}
+			answer = "*"
 			continue
 		}
 		return u.status(l)

@@ -57,7 +57,7 @@ func (f *session) login(creds proxy.Credentials) error {
 	defer f.mu.Unlock()
 	var up *upstream
 	var reply *gosmtp.SMTPError
-	ok, err := s.LoginUpstream(f.ctx, creds, func(conn *tlsconf.Upstream, route policy.Route) (bool, error) {
+	ok, err := s.LoginUpstream(f.ctx, creds, func(conn *tlsconf.Upstream, route policy.Route, creds proxy.Credentials) (bool, error) {
 		var err error
 		if up, err = start(conn, route, s.Dialer.EHLOName, f.timeout); err != nil {
 			return false, err
@@ -67,7 +67,7 @@ func (f *session) login(creds proxy.Credentials) error {
 			reply = se
 			return false, nil
 		}
-		if err != nil && err != errNoMechanism {
+		if err != nil && err != errNoMechanism && err != errNoOAuthMechanism {
 			err = &proxy.ProviderError{Msg: "the AUTH exchange with the provider failed: " + err.Error()}
 		}
 		return err == nil, err
@@ -75,7 +75,12 @@ func (f *session) login(creds proxy.Credentials) error {
 	var ie *proxy.InputError
 	var re *proxy.RouteError
 	var le *proxy.LimitError
+	var ae *proxy.AuthError
 	switch {
+	case errors.As(err, &ae):
+		// RFC 4954 §6: 535 5.7.8, the credentials are invalid; the text
+		// says why.
+		return &gosmtp.SMTPError{Code: 535, EnhancedCode: gosmtp.EnhancedCode{5, 7, 8}, Message: proxy.Printable(ae.Text, 300)}
 	case errors.As(err, &le):
 		// RFC 5321 §3.8: 421, and the session ends.
 		s.Deny(policy.ReasonLimit, "", "%s", le.Detail)

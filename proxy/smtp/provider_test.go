@@ -17,6 +17,7 @@ import (
 
 	"mailproxy/internal/testkit"
 	"mailproxy/policy"
+	"mailproxy/proxy"
 	"mailproxy/proxy/proxytest"
 	"mailproxy/proxy/smtp"
 )
@@ -46,6 +47,8 @@ type provider struct {
 	ehlo     []string                     // every EHLO name it was given
 	auths    []authSeen
 	messages []received
+	// valid checks an access token (XOAUTH2, OAUTHBEARER), when set.
+	valid func(token string) (string, bool)
 }
 
 type authSeen struct {
@@ -174,6 +177,19 @@ func (s *providerSession) Auth(mech string) (sasl.Server, error) {
 		return sasl.NewPlainServer(check), nil
 	case sasl.Login:
 		return smtp.NewLoginServer(func(u, pw string) error { return check("", u, pw) }), nil
+	case proxy.MechXOAUTH2, proxy.MechOAUTHBEARER:
+		return proxytest.OAuthServer(mech, func(u, token string) error {
+			s.p.mu.Lock()
+			who, ok := s.p.valid(token)
+			ok = ok && who == u
+			s.p.auths = append(s.p.auths, authSeen{mech: mech, tls: true, ok: ok})
+			s.p.mu.Unlock()
+			if !ok {
+				return gosmtp.ErrAuthFailed
+			}
+			s.authed = true
+			return nil
+		}, gosmtp.ErrAuthFailed), nil
 	}
 	return nil, gosmtp.ErrAuthUnknownMechanism
 }

@@ -40,6 +40,8 @@ type extensions struct {
 	dsn       bool  // RFC 3461 DSN
 	plain     bool  // RFC 4954 AUTH PLAIN (RFC 4616)
 	loginMech bool  // AUTH LOGIN
+	bearer    bool  // AUTH OAUTHBEARER (RFC 7628)
+	xoauth2   bool  // AUTH XOAUTH2
 }
 
 // syntheticGreeting stands in for a greeting that never comes.
@@ -106,7 +108,36 @@ func start(conn *tlsconf.Upstream, route policy.Route, name string, timeout time
 	u.ext.dsn, _ = c.Extension("DSN")
 	u.ext.plain = c.SupportsAuth(sasl.Plain)
 	u.ext.loginMech = c.SupportsAuth(sasl.Login)
+	u.ext.bearer = c.SupportsAuth(proxy.MechOAUTHBEARER)
+	u.ext.xoauth2 = c.SupportsAuth(proxy.MechXOAUTH2)
 	return u, nil
+}
+
+// errNoOAuthMechanism is an OAuth2 provider that offers neither AUTH
+// OAUTHBEARER nor XOAUTH2.
+var errNoOAuthMechanism = &proxy.ProviderError{Msg: "the provider offers neither AUTH OAUTHBEARER nor AUTH XOAUTH2, which its OAuth2 configuration needs"}
+
+// oauthClient is the client side of XOAUTH2 or OAUTHBEARER for go-smtp.
+// A refusal comes as a 334 challenge holding a JSON error; it is answered
+// as the mechanism says, so that the provider's 535 (or 454) reply ends
+// the exchange and reaches the app.
+type oauthClient struct {
+	mech  string
+	user  string
+	token proxy.Secret
+	sent  bool
+}
+
+func (c *oauthClient) Start() (string, []byte, error) {
+	return c.mech, proxy.OAuthInitialResponse(c.mech, c.user, c.token), nil
+}
+
+func (c *oauthClient) Next(challenge []byte) ([]byte, error) {
+	if c.sent {
+		return nil, errors.New("the provider asked for more than " + c.mech + " has")
+	}
+	c.sent = true
+	return proxy.OAuthFailureAnswer(c.mech), nil
 }
 
 // errNoMechanism is a provider that offers neither AUTH PLAIN nor LOGIN.
@@ -120,6 +151,17 @@ var errNoMechanism = &proxy.ProviderError{Msg: "the provider offers neither AUTH
 // exchange in progress (RFC 4954 §4); the provider answers it with an
 // error, which the client reads and drops, so the two stay in step.
 func (u *upstream) auth(user string, creds proxy.Credentials) error {
+	if creds.Token != (proxy.Secret{}) {
+		// An access token, never a password: OAUTHBEARER (RFC 7628)
+		// when offered, else XOAUTH2.
+		switch {
+		case u.ext.bearer:
+			return u.c.Auth(&oauthClient{mech: proxy.MechOAUTHBEARER, user: user, token: creds.Token})
+		case u.ext.xoauth2:
+			return u.c.Auth(&oauthClient{mech: proxy.MechXOAUTH2, user: user, token: creds.Token})
+		}
+		return errNoOAuthMechanism
+	}
 	switch {
 	case u.ext.plain:
 		return u.c.Auth(sasl.NewPlainClient(creds.Authzid, user, creds.Password.Reveal()))

@@ -1,0 +1,153 @@
+package grant
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"time"
+
+	"golang.org/x/oauth2"
+
+	"mailproxy/policy"
+)
+
+// Flow is one authorization of mailproxy by the user at provider's
+// authorization server, ending in a refresh token. mailproxy's requests
+// (token, device authorization) go through Client, which must be the
+// policed one (tlsconf.Dialer.HTTPClient); the user's browser is the only
+// one to talk to the authorization page.
+type Flow struct {
+	Provider *policy.Provider
+	Client   *http.Client
+	// Out receives what the user must do: the URL to open, or the
+	// verification URL and user code.
+	Out io.Writer
+	// Open, if set, opens a URL in the desktop's browser; a failure is
+	// not an error (the URL is printed anyway).
+	Open func(url string) error
+	// Timeout bounds the whole flow; zero means 10 minutes.
+	Timeout time.Duration
+}
+
+func (f *Flow) context(ctx context.Context) (context.Context, context.CancelFunc) {
+	d := f.Timeout
+	if d <= 0 {
+		d = 10 * time.Minute
+	}
+	ctx, cancel := context.WithTimeout(ctx, d)
+	return WithClient(ctx, f.Client), cancel
+}
+
+// ErrNoRefreshToken is an authorization that gave no refresh token, so
+// that mailproxy could not log in once the access token expires.
+var ErrNoRefreshToken = errors.New("the provider gave no refresh token (check the scopes: Microsoft needs offline_access)")
+
+// Loopback runs the authorization code flow with PKCE (RFC 7636, S256) and
+// a loopback redirect (RFC 8252 §7.3): mailproxy listens on 127.0.0.1 on a
+// random port for the one redirect, for the duration of the flow only,
+// prints the URL to open, and exchanges the code it receives.
+func (f *Flow) Loopback(ctx context.Context) (*oauth2.Token, error) {
+	ctx, cancel := f.context(ctx)
+	defer cancel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("listening for the redirect: %w", err)
+	}
+	defer ln.Close()
+	cfg := OAuth2Config(f.Provider, "http://"+ln.Addr().String())
+	state := oauth2.GenerateVerifier() // 32 random bytes, as for a verifier
+	verifier := oauth2.GenerateVerifier()
+	authURL := cfg.AuthCodeURL(state, oauth2.AccessTypeOffline, oauth2.SetAuthURLParam("prompt", "consent"),
+		oauth2.S256ChallengeOption(verifier))
+
+	type result struct {
+		code string
+		err  error
+	}
+	got := make(chan result, 1)
+	srv := &http.Server{
+		ReadHeaderTimeout: 10 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path != "/" || r.Method != http.MethodGet {
+				http.NotFound(w, r)
+				return
+			}
+			q := r.URL.Query()
+			if subtle.ConstantTimeCompare([]byte(q.Get("state")), []byte(state)) != 1 {
+				// Not the redirect of this flow (RFC 6749 §10.12).
+				http.Error(w, "mailproxy: this is not the answer to the authorization it asked for", http.StatusBadRequest)
+				return
+			}
+			res := result{code: q.Get("code")}
+			if e := q.Get("error"); e != "" || res.code == "" {
+				res = result{err: fmt.Errorf("the provider did not authorize mailproxy (%s)", policy.Escape(clip(e)))}
+				fmt.Fprintln(w, "mailproxy was not authorized. You may close this page.")
+			} else {
+				fmt.Fprintln(w, "mailproxy is authorized. You may close this page and go back to the terminal.")
+			}
+			select {
+			case got <- res:
+			default:
+			}
+		}),
+	}
+	go srv.Serve(ln)
+	defer srv.Close()
+
+	fmt.Fprintf(f.Out, "Open this address in a browser and allow access:\n\n  %s\n\nWaiting for the provider's answer on %s ...\n", authURL, ln.Addr())
+	if f.Open != nil {
+		f.Open(authURL)
+	}
+	var res result
+	select {
+	case res = <-got:
+	case <-ctx.Done():
+		return nil, errors.New("no answer from the browser in time")
+	}
+	if res.err != nil {
+		return nil, res.err
+	}
+	tok, err := cfg.Exchange(ctx, res.code, oauth2.VerifierOption(verifier))
+	if err != nil {
+		return nil, tokenError("refused the authorization code", err)
+	}
+	if tok.RefreshToken == "" {
+		return nil, ErrNoRefreshToken
+	}
+	return tok, nil
+}
+
+// Device runs the device authorization grant (RFC 8628): it prints the
+// verification URL and the user code, and polls the token endpoint at
+// the interval the server asks for, slower after each slow_down.
+func (f *Flow) Device(ctx context.Context) (*oauth2.Token, error) {
+	if f.Provider.OAuth2.DeviceAuthURL == "" {
+		return nil, fmt.Errorf("provider %q has no device_auth_url: use the browser flow (without -device)", f.Provider.Name)
+	}
+	ctx, cancel := f.context(ctx)
+	defer cancel()
+	cfg := OAuth2Config(f.Provider, "")
+	da, err := cfg.DeviceAuth(ctx)
+	if err != nil {
+		return nil, tokenError("refused the device authorization", err)
+	}
+	if da.VerificationURIComplete != "" {
+		fmt.Fprintf(f.Out, "On any device, open\n\n  %s\n\nor open %s and enter the code %s\n\nWaiting for the authorization ...\n",
+			da.VerificationURIComplete, da.VerificationURI, da.UserCode)
+	} else {
+		fmt.Fprintf(f.Out, "On any device, open\n\n  %s\n\nand enter the code %s\n\nWaiting for the authorization ...\n", da.VerificationURI, da.UserCode)
+	}
+	tok, err := cfg.DeviceAccessToken(ctx, da)
+	if err != nil {
+		return nil, tokenError("did not issue a token", err)
+	}
+	if tok.RefreshToken == "" {
+		return nil, ErrNoRefreshToken
+	}
+	return tok, nil
+}

@@ -1,0 +1,513 @@
+package grant_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io/fs"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"mailproxy/grant"
+	"mailproxy/internal/authserver"
+	"mailproxy/internal/testkit"
+	"mailproxy/policy"
+	"mailproxy/proxy"
+	"mailproxy/proxy/proxytest"
+	"mailproxy/tlsconf"
+)
+
+// cheap are Argon2id parameters for tests that derive keys often; one
+// test uses the defaults.
+var cheap = grant.KDF{Time: 1, MemoryKiB: 64, Threads: 1}
+
+const (
+	account = "alice@example.test"
+	local   = "local pass phrase"
+)
+
+var now = time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+
+func TestRecordRoundTrip(t *testing.T) {
+	r, k, err := grant.Seal("example", account, "refresh-token-1", local, grant.DefaultKDF, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := r.Marshal()
+	if bytes.Contains(b, []byte("refresh-token-1")) || bytes.Contains(b, []byte(local)) {
+		t.Fatal("a secret is in the record in clear")
+	}
+	r2, err := grant.Parse(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(r2.Marshal(), b) || r2.Account != account || r2.Provider != "example" || !r2.Created.Equal(now) || !r2.Refreshed.IsZero() {
+		t.Fatalf("the record did not round-trip:\n%s", b)
+	}
+	if r2.KDF != grant.DefaultKDF {
+		t.Fatalf("kdf %+v", r2.KDF)
+	}
+	rt, err := r2.Open(r2.DeriveKey(local))
+	if err != nil || rt != "refresh-token-1" {
+		t.Fatalf("open: %v", err)
+	}
+	if _, err := r2.Open(r2.DeriveKey(local + "x")); !errors.Is(err, grant.ErrWrongPassword) {
+		t.Fatalf("a wrong password opened the record: %v", err)
+	}
+	// A reseal (rotation) keeps the key, changes the nonce and the time.
+	if err := r.Reseal(k, "refresh-token-2", now.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	r3, err := grant.Parse(r.Marshal())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rt, err := r3.Open(r3.DeriveKey(local)); err != nil || rt != "refresh-token-2" || !r3.Refreshed.Equal(now.Add(time.Hour)) {
+		t.Fatalf("after reseal: %v", err)
+	}
+}
+
+// Every single flipped byte of a record is caught: the file no longer
+// parses, or it does not open with the right password.
+func TestRecordFlippedByte(t *testing.T) {
+	r, _, err := grant.Seal("example", account, "refresh-token-1", local, cheap, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := r.Marshal()
+	for i := range b {
+		for _, bit := range []byte{0x01, 0x20} {
+			c := bytes.Clone(b)
+			c[i] ^= bit
+			r2, err := grant.Parse(c)
+			if err != nil {
+				continue
+			}
+			if rt, err := r2.Open(r2.DeriveKey(local)); err == nil {
+				t.Fatalf("byte %d ^ %#x: the record still opens (%d bytes)", i, bit, len(rt))
+			}
+		}
+	}
+}
+
+func TestRecordRefusesBadNames(t *testing.T) {
+	for _, a := range []string{"", " alice", "al\nice", "al\x00ice", "alice\u2028"} {
+		if _, _, err := grant.Seal("example", a, "rt", local, cheap, now); err == nil {
+			t.Errorf("account %q accepted", a)
+		}
+	}
+}
+
+func TestStore(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "tokens")
+	st := &grant.Store{Dir: dir}
+	if recs, errs := st.List(); len(recs) != 0 || len(errs) != 0 {
+		t.Fatal("a missing store is not empty")
+	}
+	for _, a := range []string{account, "bob@example.test"} {
+		r, _, err := grant.Seal("example", a, "rt-"+a, local, cheap, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Save(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fi, err := os.Stat(dir)
+	if err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("store folder mode %v", fi.Mode())
+	}
+	ents, _ := os.ReadDir(dir)
+	if len(ents) != 2 {
+		t.Fatalf("%d files in the store, want 2 (no temporary file left)", len(ents))
+	}
+	for _, e := range ents {
+		fi, _ := e.Info()
+		if fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s: mode %v", e.Name(), fi.Mode())
+		}
+		if strings.Contains(e.Name(), "alice") {
+			t.Errorf("file name %s names the account", e.Name())
+		}
+	}
+	recs, errs := st.List()
+	if len(recs) != 2 || len(errs) != 0 || recs[0].Account != account {
+		t.Fatalf("list: %d records, %v", len(recs), errs)
+	}
+	r, err := st.Load("example", account)
+	if err != nil || r.Account != account {
+		t.Fatal(err)
+	}
+	if err := st.Remove("example", account); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Load("example", account); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("after remove: %v", err)
+	}
+}
+
+// env is an authorization server, an OAuth2 provider that trusts it, and
+// a token store.
+type env struct {
+	pki    *testkit.PKI
+	as     *authserver.Server
+	p      *policy.Provider
+	store  *grant.Store
+	tokens *grant.Tokens
+	audit  *testkit.Audit
+	sa     *policy.SessionAudit
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	pki := testkit.NewPKI(t)
+	as, err := authserver.Start(pki.Cert, "mailproxy-test", "", account)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(as.Close)
+	p := proxytest.Provider(pki, "example", "imaps://127.0.0.1:1")
+	p.OAuth2 = &policy.OAuth2{ClientID: "mailproxy-test", AuthURL: as.URL + "/authorize", TokenURL: as.URL + "/token",
+		DeviceAuthURL: as.URL + "/device", Scopes: []string{"mail"}}
+	st := &grant.Store{Dir: filepath.Join(t.TempDir(), "tokens")}
+	a := &testkit.Audit{}
+	d := &tlsconf.Dialer{Timeout: 10 * time.Second}
+	return &env{pki: pki, as: as, p: p, store: st, tokens: &grant.Tokens{Store: st, Dialer: d}, audit: a,
+		sa: policy.NewAudit(a, 0).Session("c1", policy.IMAP)}
+}
+
+func (e *env) client() *http.Client {
+	return (&tlsconf.Dialer{Timeout: 10 * time.Second}).HTTPClient(e.p, e.sa.As(policy.HTTPS))
+}
+
+// authorize runs the device flow and stores the grant under local.
+func (e *env) authorize(t *testing.T) {
+	t.Helper()
+	f := &grant.Flow{Provider: e.p, Client: e.client(), Out: &bytes.Buffer{}}
+	tok, err := f.Device(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, _, err := grant.Seal(e.p.Name, account, tok.RefreshToken, local, cheap, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.store.Save(r); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (e *env) route() policy.Route {
+	return policy.Route{Provider: e.p, User: account}
+}
+
+func (e *env) token(t *testing.T, password string) (proxy.Secret, error) {
+	t.Helper()
+	return e.tokens.AccessToken(context.Background(), e.route(), proxy.NewSecret(password), e.sa)
+}
+
+func TestTokensRefreshCacheRotate(t *testing.T) {
+	e := newEnv(t)
+	e.as.Rotate = true
+	e.authorize(t)
+	before, _ := os.ReadFile(filepath.Join(e.store.Dir, mustOne(t, e.store.Dir)))
+
+	tok, err := e.token(t, local)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u, ok := e.as.Valid(tok.Reveal()); !ok || u != account {
+		t.Fatal("the access token is not the server's")
+	}
+	// Rotated: the record was rewritten, and the old refresh token is dead.
+	after, _ := os.ReadFile(filepath.Join(e.store.Dir, mustOne(t, e.store.Dir)))
+	if bytes.Equal(before, after) {
+		t.Fatal("the rotated refresh token was not written back")
+	}
+	r, err := e.store.Load(e.p.Name, account)
+	if err != nil || r.Refreshed.IsZero() {
+		t.Fatalf("refreshed time not recorded: %v", err)
+	}
+	// A second login uses the cached token: no request.
+	tok2, err := e.token(t, local)
+	if err != nil || tok2 != tok || e.as.Count("refresh") != 1 {
+		t.Fatalf("second login: %v, %d refreshes", err, e.as.Count("refresh"))
+	}
+	// The provider refused it: the next login refreshes with the rotated
+	// refresh token.
+	e.tokens.Rejected(e.route(), tok)
+	tok3, err := e.token(t, local)
+	if err != nil || tok3 == tok || e.as.Count("refresh") != 2 {
+		t.Fatalf("after rejection: %v, %d refreshes", err, e.as.Count("refresh"))
+	}
+	ev := e.audit.Find(t, policy.EventOAuth2Token)
+	if len(ev) != 2 || ev[0]["result"] != "refreshed" || ev[0]["expires_in"] != float64(3600) || ev[0]["account"] != account {
+		t.Fatalf("oauth2.token events: %v", ev)
+	}
+	for _, c := range e.audit.Find(t, policy.EventUpstreamConnect) {
+		if c["proto"] != "https" || c["conn"] != "c1" {
+			t.Fatalf("token endpoint connection audited as %v", c)
+		}
+	}
+	if n := len(e.audit.Find(t, policy.EventUpstreamTLS)); n < 2 {
+		t.Fatalf("%d upstream.tls events", n)
+	}
+	e.audit.NoSecret(t, append(e.as.Secrets(), local)...)
+}
+
+func mustOne(t *testing.T, dir string) string {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil || len(ents) != 1 {
+		t.Fatalf("want one record in %s: %v", dir, err)
+	}
+	return ents[0].Name()
+}
+
+func TestTokensWrongPasswordAndNoGrant(t *testing.T) {
+	e := newEnv(t)
+	var ae *proxy.AuthError
+	if _, err := e.token(t, local); !errors.As(err, &ae) || !strings.Contains(ae.Text, "mailproxy authorize") {
+		t.Fatalf("no grant: %v", err)
+	}
+	e.authorize(t)
+	if _, err := e.token(t, local); err != nil {
+		t.Fatal(err)
+	}
+	// A wrong password fails even while a token is cached.
+	if _, err := e.token(t, "wrong"); !errors.As(err, &ae) || !strings.Contains(ae.Text, "authentication failed") {
+		t.Fatalf("wrong password: %v", err)
+	}
+	if e.as.Count("refresh") != 1 {
+		t.Fatalf("%d refreshes", e.as.Count("refresh"))
+	}
+}
+
+// Concurrent logins of one account make one refresh (and, with rotation,
+// write one record that opens).
+func TestTokensSingleFlight(t *testing.T) {
+	e := newEnv(t)
+	e.as.Rotate = true
+	e.authorize(t)
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := e.token(t, local)
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := e.as.Count("refresh"); n != 1 {
+		t.Fatalf("%d refreshes for 8 concurrent logins", n)
+	}
+	r, err := e.store.Load(e.p.Name, account)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Open(r.DeriveKey(local)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestTokensRevoked(t *testing.T) {
+	e := newEnv(t)
+	e.authorize(t)
+	e.as.Revoke(account)
+	var ae *proxy.AuthError
+	for i := range 2 {
+		_, err := e.token(t, local)
+		if !errors.As(err, &ae) || !strings.Contains(ae.Text, "no longer accepts") || !strings.Contains(ae.Text, "mailproxy authorize -provider example "+account) {
+			t.Fatalf("attempt %d: %v", i, err)
+		}
+	}
+	// Known revoked: the second login did not ask again.
+	if n := e.as.Count("refresh"); n != 1 {
+		t.Fatalf("%d refreshes", n)
+	}
+	ev := e.audit.Find(t, policy.EventOAuth2Token)
+	if len(ev) != 2 || ev[0]["result"] != "revoked" {
+		t.Fatalf("oauth2.token events: %v", ev)
+	}
+	// A failure that is not a revocation is temporary.
+	e2 := newEnv(t)
+	e2.authorize(t)
+	e2.as.FailNext("temporarily_unavailable")
+	_, err := e2.token(t, local)
+	var pe *proxy.ProviderError
+	if !errors.As(err, &pe) || errors.As(err, &ae) {
+		t.Fatalf("temporary failure: %v", err)
+	}
+	if ev := e2.audit.Find(t, policy.EventOAuth2Token); len(ev) != 1 || ev[0]["result"] != "failed" {
+		t.Fatalf("events: %v", ev)
+	}
+}
+
+// The token endpoint is dialled under the provider's policy: a host off
+// the allowlist is refused and audited.
+func TestTokenEndpointPoliced(t *testing.T) {
+	e := newEnv(t)
+	e.authorize(t)
+	e.p.Hosts = []string{"localhost"} // the token URL names 127.0.0.1
+	_, err := e.token(t, local)
+	var d *policy.Denied
+	if !errors.As(err, &d) || d.Reason != policy.ReasonNonProviderHost {
+		t.Fatalf("got %v", err)
+	}
+	if ev := e.audit.Find(t, policy.EventDenied); len(ev) != 1 || ev[0]["proto"] != "https" {
+		t.Fatalf("denied events: %v", ev)
+	}
+}
+
+func TestFlowLoopback(t *testing.T) {
+	e := newEnv(t)
+	out := &bytes.Buffer{}
+	opened := make(chan string, 1)
+	f := &grant.Flow{Provider: e.p, Client: e.client(), Out: out, Open: func(u string) error { opened <- u; return nil }}
+	browser := &http.Client{Transport: &http.Transport{TLSClientConfig: e.pki.ServerConfig().Clone()}}
+	browser.Transport.(*http.Transport).TLSClientConfig.RootCAs = e.pki.CA.Pool()
+	go func() {
+		u := <-opened
+		resp, err := browser.Get(u) // the server redirects to the loopback listener
+		if err == nil {
+			resp.Body.Close()
+		}
+	}()
+	tok, err := f.Loopback(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tok.RefreshToken == "" || e.as.Count("code") != 1 {
+		t.Fatal("no refresh token")
+	}
+	if !strings.Contains(out.String(), e.as.URL+"/authorize?") || !strings.Contains(out.String(), "code_challenge_method=S256") {
+		t.Fatalf("printed: %s", out)
+	}
+	e.audit.NoSecret(t, e.as.Secrets()...)
+	for _, s := range e.as.Secrets() {
+		if strings.Contains(out.String(), s) {
+			t.Fatal("a code, verifier or token was printed")
+		}
+	}
+}
+
+func TestFlowDeviceSlowDown(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for a slow_down")
+	}
+	e := newEnv(t)
+	e.as.DevicePending = 1
+	e.as.SlowDown = true
+	out := &bytes.Buffer{}
+	f := &grant.Flow{Provider: e.p, Client: e.client(), Out: out}
+	tok, err := f.Device(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tok.RefreshToken == "" || !strings.Contains(out.String(), "WDJB-MJHT") {
+		t.Fatalf("printed: %s", out)
+	}
+	polls := e.as.Polls()
+	if len(polls) != 3 {
+		t.Fatalf("%d polls", len(polls))
+	}
+	// interval 1 s, then 1 + 5 s after slow_down (RFC 8628 §3.5).
+	if d := polls[2].Sub(polls[1]); d < 5*time.Second {
+		t.Fatalf("polled again %v after slow_down", d)
+	}
+	if d := polls[1].Sub(polls[0]); d < 900*time.Millisecond {
+		t.Fatalf("polled again %v after authorization_pending", d)
+	}
+}
+
+// BenchmarkDeriveKey is what a login that must refresh its access token
+// pays for the local password with the default Argon2id parameters (and
+// what an attacker pays per guess on a stolen record).
+func BenchmarkDeriveKey(b *testing.B) {
+	r, _, err := grant.Seal("example", account, "rt", local, cheap, now)
+	if err != nil {
+		b.Fatal(err)
+	}
+	r.KDF = grant.DefaultKDF
+	b.ReportAllocs()
+	for b.Loop() {
+		r.DeriveKey(local)
+	}
+}
+
+func TestTokensDamagedRecord(t *testing.T) {
+	e := newEnv(t)
+	e.authorize(t)
+	name := filepath.Join(e.store.Dir, mustOne(t, e.store.Dir))
+	b, _ := os.ReadFile(name)
+	os.WriteFile(name, bytes.Replace(b, []byte("mailproxy-grant 1"), []byte("mailproxy-grant 9"), 1), 0o600)
+	var ae *proxy.AuthError
+	if _, err := e.token(t, local); !errors.As(err, &ae) || !strings.Contains(ae.Text, "damaged") || !strings.Contains(ae.Text, "mailproxy authorize") {
+		t.Fatalf("damaged record: %v", err)
+	}
+}
+
+// A cached token is used until a minute before it expires; then the next
+// login refreshes.
+func TestTokensExpiry(t *testing.T) {
+	e := newEnv(t)
+	clock := now
+	e.tokens.Now = func() time.Time { return clock }
+	e.as.AccessLifetime = 10 * time.Minute
+	e.authorize(t)
+	if _, err := e.token(t, local); err != nil {
+		t.Fatal(err)
+	}
+	// The server's expiry is from the real clock; the cache's from it too.
+	clock = time.Now().Add(8 * time.Minute)
+	if _, err := e.token(t, local); err != nil || e.as.Count("refresh") != 1 {
+		t.Fatalf("within the lifetime: %v, %d refreshes", err, e.as.Count("refresh"))
+	}
+	clock = time.Now().Add(9*time.Minute + 30*time.Second)
+	if _, err := e.token(t, local); err != nil || e.as.Count("refresh") != 2 {
+		t.Fatalf("in the last minute: %v, %d refreshes", err, e.as.Count("refresh"))
+	}
+}
+
+// A new authorization with another local password, or a removed grant,
+// takes effect at once, even while an access token is cached.
+func TestTokensRecordReplaced(t *testing.T) {
+	e := newEnv(t)
+	e.authorize(t)
+	if _, err := e.token(t, local); err != nil {
+		t.Fatal(err)
+	}
+	r, _, err := grant.Seal(e.p.Name, account, e.as.IssueRefresh(account), "another local password", cheap, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.store.Save(r); err != nil {
+		t.Fatal(err)
+	}
+	var ae *proxy.AuthError
+	if _, err := e.token(t, local); !errors.As(err, &ae) {
+		t.Fatalf("the old password still works: %v", err)
+	}
+	if _, err := e.token(t, "another local password"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.store.Remove(e.p.Name, account); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.token(t, "another local password"); !errors.As(err, &ae) || !strings.Contains(ae.Text, "no OAuth2 authorization") {
+		t.Fatalf("after removal: %v", err)
+	}
+}

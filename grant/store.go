@@ -1,0 +1,129 @@
+package grant
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+)
+
+// Store is the folder of grant records: config.DataDir()/tokens, mode
+// 0700, one file of mode 0600 per account and provider. A record is
+// replaced atomically (a temporary file in the same folder, synced, then
+// renamed over the old one), so a crash leaves the old record or the new
+// one, never half of either.
+type Store struct {
+	Dir string
+}
+
+// ext ends every record's file name.
+const ext = ".grant"
+
+// path names the record of account at provider: a hash, so that an account
+// name needs no escaping and the folder's listing says nothing about whose
+// grants it holds.
+func (s *Store) path(provider, account string) string {
+	h := sha256.Sum256([]byte(provider + "\x00" + account))
+	return filepath.Join(s.Dir, hex.EncodeToString(h[:16])+ext)
+}
+
+// Load reads the record of account at provider; an error wrapping
+// fs.ErrNotExist when there is none.
+func (s *Store) Load(provider, account string) (*Record, error) {
+	b, err := os.ReadFile(s.path(provider, account))
+	if err != nil {
+		return nil, err
+	}
+	r, err := Parse(b)
+	if err != nil {
+		return nil, err
+	}
+	if r.Provider != provider || r.Account != account {
+		return nil, errors.New("grant record: the file holds another account's grant")
+	}
+	return r, nil
+}
+
+// Save writes r, replacing any record of the same account and provider.
+func (s *Store) Save(r *Record) error {
+	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
+		return fmt.Errorf("creating the token store: %w", err)
+	}
+	if err := os.Chmod(s.Dir, 0o700); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(s.Dir, ".tmp-*")
+	if err != nil {
+		return fmt.Errorf("writing a grant: %w", err)
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp) // after a successful rename, there is nothing to remove
+	if err := f.Chmod(0o600); err != nil {
+		f.Close()
+		return err
+	}
+	if _, err := f.Write(r.Marshal()); err != nil {
+		f.Close()
+		return fmt.Errorf("writing a grant: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("writing a grant: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("writing a grant: %w", err)
+	}
+	if err := os.Rename(tmp, s.path(r.Provider, r.Account)); err != nil {
+		return fmt.Errorf("writing a grant: %w", err)
+	}
+	if d, err := os.Open(s.Dir); err == nil {
+		d.Sync() // the rename, durable; not every file system can
+		d.Close()
+	}
+	return nil
+}
+
+// List returns every record, ordered by account then provider, and the
+// files that are not readable records.
+func (s *Store) List() ([]*Record, []error) {
+	ents, err := os.ReadDir(s.Dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, []error{err}
+	}
+	var out []*Record
+	var errs []error
+	for _, e := range ents {
+		if !strings.HasSuffix(e.Name(), ext) || !e.Type().IsRegular() {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(s.Dir, e.Name()))
+		if err == nil {
+			var r *Record
+			if r, err = Parse(b); err == nil {
+				out = append(out, r)
+				continue
+			}
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", e.Name(), err))
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Account != out[j].Account {
+			return out[i].Account < out[j].Account
+		}
+		return out[i].Provider < out[j].Provider
+	})
+	return out, errs
+}
+
+// Remove deletes the record of account at provider.
+func (s *Store) Remove(provider, account string) error {
+	return os.Remove(s.path(provider, account))
+}

@@ -1,0 +1,236 @@
+package grant
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/http"
+	"sync"
+	"time"
+
+	"golang.org/x/oauth2"
+
+	"mailproxy/policy"
+	"mailproxy/proxy"
+	"mailproxy/tlsconf"
+)
+
+// OAuth2Config is provider p's registration for golang.org/x/oauth2. The
+// client authenticates in the request body: installed-app and device
+// clients are public or hold a non-confidential secret, and x/oauth2's
+// auto-detection would send a failed request again in the other style,
+// which a device-flow server counts as polling too fast.
+func OAuth2Config(p *policy.Provider, redirectURL string) *oauth2.Config {
+	o := p.OAuth2
+	return &oauth2.Config{
+		ClientID:     o.ClientID,
+		ClientSecret: o.ClientSecret,
+		Endpoint: oauth2.Endpoint{
+			AuthURL:       o.AuthURL,
+			TokenURL:      o.TokenURL,
+			DeviceAuthURL: o.DeviceAuthURL,
+			AuthStyle:     oauth2.AuthStyleInParams,
+		},
+		RedirectURL: redirectURL,
+		Scopes:      o.Scopes,
+	}
+}
+
+// WithClient returns ctx carrying client for golang.org/x/oauth2's
+// requests.
+func WithClient(ctx context.Context, client *http.Client) context.Context {
+	return context.WithValue(ctx, oauth2.HTTPClient, client)
+}
+
+// Tokens gives the access tokens of OAuth2 logins (proxy.Grants). Access
+// tokens live in memory only. One account's logins take turns (a lock per
+// account), so that concurrent logins make one refresh, and a rotated
+// refresh token is written back once, atomically.
+type Tokens struct {
+	Store  *Store
+	Dialer *tlsconf.Dialer
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+
+	mu       sync.Mutex
+	accounts map[string]*account
+	pepper   []byte // keys the in-memory password check
+}
+
+var _ proxy.Grants = (*Tokens)(nil)
+
+// account is what memory holds for one account: the access token last
+// fetched while it is valid, with an HMAC of the local password that
+// unlocked it (under a random key of this process) and a hash of the
+// record it came from, so that a login within the token's lifetime costs
+// no key derivation, and a record replaced (`mailproxy authorize` with
+// another password) or removed takes effect at once; and the sealed text
+// of a grant the provider revoked, so that it is not sent again.
+type account struct {
+	mu       sync.Mutex
+	access   proxy.Secret
+	expiry   time.Time
+	password [sha256.Size]byte
+	record   [sha256.Size]byte
+	revoked  [sha256.Size]byte
+}
+
+// expiryMargin is how long before its expiry a token is no longer used.
+const expiryMargin = time.Minute
+
+// unknownLifetime is how long a token is used when the provider did not
+// say how long it lasts.
+const unknownLifetime = 5 * time.Minute
+
+func (t *Tokens) now() time.Time {
+	if t.Now != nil {
+		return t.Now()
+	}
+	return time.Now()
+}
+
+func (t *Tokens) account(provider, user string) (*account, []byte) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.accounts == nil {
+		t.accounts = map[string]*account{}
+		t.pepper = make([]byte, 32)
+		rand.Read(t.pepper)
+	}
+	k := provider + "\x00" + user
+	a := t.accounts[k]
+	if a == nil {
+		a = &account{}
+		t.accounts[k] = a
+	}
+	return a, t.pepper
+}
+
+func mac(pepper []byte, s string) [sha256.Size]byte {
+	m := hmac.New(sha256.New, pepper)
+	m.Write([]byte(s))
+	var out [sha256.Size]byte
+	copy(out[:], m.Sum(nil))
+	return out
+}
+
+// authorizeHint tells the app to run `mailproxy authorize` for its account.
+func authorizeHint(p, account string) string {
+	return fmt.Sprintf("run `mailproxy authorize -provider %s %s`", p, account)
+}
+
+// AccessToken implements proxy.Grants.
+func (t *Tokens) AccessToken(ctx context.Context, route policy.Route, password proxy.Secret, audit *policy.SessionAudit) (proxy.Secret, error) {
+	p, user := route.Provider, route.User
+	a, pepper := t.account(p.Name, user)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	pw := mac(pepper, password.Reveal())
+	now := t.now()
+	rec, err := t.Store.Load(p.Name, user)
+	if errors.Is(err, fs.ErrNotExist) {
+		return proxy.Secret{}, &proxy.AuthError{Text: fmt.Sprintf("mailproxy holds no OAuth2 authorization for %s at %s: %s", user, p.Name, authorizeHint(p.Name, user))}
+	}
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return proxy.Secret{}, fmt.Errorf("reading the grant of %s: %w", user, err)
+	}
+	if err != nil {
+		// Not a record (damaged, or written by something else): only a
+		// new authorization helps.
+		return proxy.Secret{}, &proxy.AuthError{Text: fmt.Sprintf("mailproxy's stored authorization for %s is damaged (%v): %s", user, err, authorizeHint(p.Name, user))}
+	}
+	sealed := sha256.Sum256(rec.Sealed)
+	if a.access != (proxy.Secret{}) && now.Before(a.expiry) && hmac.Equal(pw[:], a.password[:]) && sealed == a.record {
+		return a.access, nil
+	}
+	key := rec.DeriveKey(password.Reveal())
+	refresh, err := rec.Open(key)
+	if errors.Is(err, ErrWrongPassword) {
+		return proxy.Secret{}, &proxy.AuthError{Text: "authentication failed: wrong user name or local password"}
+	}
+	if err != nil {
+		return proxy.Secret{}, err
+	}
+	revoked := &proxy.AuthError{Text: fmt.Sprintf("the provider no longer accepts mailproxy's authorization for %s: %s", user, authorizeHint(p.Name, user))}
+	if sealed == a.revoked {
+		audit.OAuth2Token(p.Name, user, policy.TokenRevoked, 0)
+		return proxy.Secret{}, revoked
+	}
+	cfg := OAuth2Config(p, "")
+	hctx := WithClient(ctx, t.Dialer.HTTPClient(p, audit.As(policy.HTTPS)))
+	tok, err := cfg.TokenSource(hctx, &oauth2.Token{RefreshToken: refresh}).Token()
+	if err != nil {
+		var re *oauth2.RetrieveError
+		if errors.As(err, &re) && re.ErrorCode == "invalid_grant" {
+			// RFC 6749 §5.2: the refresh token is invalid, expired or
+			// revoked. Only a new authorization helps.
+			a.revoked = sealed
+			a.access = proxy.Secret{}
+			audit.OAuth2Token(p.Name, user, policy.TokenRevoked, 0)
+			return proxy.Secret{}, revoked
+		}
+		audit.OAuth2Token(p.Name, user, policy.TokenFailed, 0)
+		return proxy.Secret{}, tokenError("refused to refresh the grant", err)
+	}
+	if !proxy.ValidBearerToken(tok.AccessToken) || (tok.Type() != "Bearer") {
+		audit.OAuth2Token(p.Name, user, policy.TokenFailed, 0)
+		return proxy.Secret{}, &proxy.ProviderError{Msg: "the provider's token endpoint answered with no usable bearer token"}
+	}
+	rotated := tok.RefreshToken != "" && tok.RefreshToken != refresh
+	next := refresh
+	if rotated {
+		next = tok.RefreshToken
+	}
+	// Written back at every refresh (the refreshed time is in the record's
+	// sealed header); a rotated refresh token must be, or the grant is lost.
+	if err := rec.Reseal(key, next, now); err != nil {
+		return proxy.Secret{}, err
+	}
+	if err := t.Store.Save(rec); err != nil {
+		audit.OAuth2Token(p.Name, user, policy.TokenFailed, 0)
+		return proxy.Secret{}, fmt.Errorf("storing the refreshed grant of %s: %w", user, err)
+	}
+	audit.OAuth2Token(p.Name, user, policy.TokenRefreshed, tok.ExpiresIn)
+	a.access = proxy.NewSecret(tok.AccessToken)
+	a.password = pw
+	a.record = sha256.Sum256(rec.Sealed)
+	a.expiry = tok.Expiry.Add(-expiryMargin)
+	if tok.Expiry.IsZero() {
+		a.expiry = now.Add(unknownLifetime)
+	}
+	return a.access, nil
+}
+
+// tokenError words a failed token request without what the endpoint
+// answered (which x/oauth2 quotes whole): the error code and status only.
+func tokenError(what string, err error) error {
+	var re *oauth2.RetrieveError
+	if errors.As(err, &re) {
+		code := re.ErrorCode
+		if code == "" {
+			code = "no error code"
+		}
+		status := ""
+		if re.Response != nil {
+			status = re.Response.Status
+		}
+		return &proxy.ProviderError{Msg: fmt.Sprintf("the provider's token endpoint %s (%s, %s)", what, proxy.Printable(code, 60), proxy.Printable(status, 60))}
+	}
+	return fmt.Errorf("the provider's token endpoint: %w", err)
+}
+
+// Rejected implements proxy.Grants: the provider refused token, so the
+// next login fetches a new one.
+func (t *Tokens) Rejected(route policy.Route, token proxy.Secret) {
+	a, _ := t.account(route.Provider.Name, route.User)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.access == token {
+		a.access = proxy.Secret{}
+	}
+}
