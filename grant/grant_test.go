@@ -275,6 +275,11 @@ func TestTokensWrongPasswordAndNoGrant(t *testing.T) {
 	if _, err := e.token(t, local); !errors.As(err, &ae) || !strings.Contains(ae.Text, "mailproxy authorize") {
 		t.Fatalf("no grant: %v", err)
 	}
+	// User names with no record are not remembered (a flood of them must
+	// not grow memory).
+	if n := e.tokens.Remembered(); n != 0 {
+		t.Fatalf("%d accounts remembered before any grant", n)
+	}
 	e.authorize(t)
 	if _, err := e.token(t, local); err != nil {
 		t.Fatal(err)

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net/http"
+	"os"
 	"sync"
 	"time"
 
@@ -93,7 +94,14 @@ func (t *Tokens) now() time.Time {
 	return time.Now()
 }
 
-func (t *Tokens) account(provider, user string) (*account, []byte) {
+// noGrant is the answer for an account with no stored grant.
+func noGrant(provider, user string) error {
+	return &proxy.AuthError{Text: fmt.Sprintf("mailproxy holds no OAuth2 authorization for %s at %s: %s", user, provider, authorizeHint(provider, user))}
+}
+
+// account returns what memory holds for user at provider; with create
+// false, nil when nothing is held.
+func (t *Tokens) account(provider, user string, create bool) (*account, []byte) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.accounts == nil {
@@ -103,7 +111,7 @@ func (t *Tokens) account(provider, user string) (*account, []byte) {
 	}
 	k := provider + "\x00" + user
 	a := t.accounts[k]
-	if a == nil {
+	if a == nil && create {
 		a = &account{}
 		t.accounts[k] = a
 	}
@@ -126,14 +134,19 @@ func authorizeHint(p, account string) string {
 // AccessToken implements proxy.Grants.
 func (t *Tokens) AccessToken(ctx context.Context, route policy.Route, password proxy.Secret, audit *policy.SessionAudit) (proxy.Secret, error) {
 	p, user := route.Provider, route.User
-	a, pepper := t.account(p.Name, user)
+	// Only an account with a record is remembered: an app that tries one
+	// user name after another must not grow the map.
+	if _, err := os.Stat(t.Store.path(p.Name, user)); errors.Is(err, fs.ErrNotExist) {
+		return proxy.Secret{}, noGrant(p.Name, user)
+	}
+	a, pepper := t.account(p.Name, user, true)
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	pw := mac(pepper, password.Reveal())
 	now := t.now()
 	rec, err := t.Store.Load(p.Name, user)
 	if errors.Is(err, fs.ErrNotExist) {
-		return proxy.Secret{}, &proxy.AuthError{Text: fmt.Sprintf("mailproxy holds no OAuth2 authorization for %s at %s: %s", user, p.Name, authorizeHint(p.Name, user))}
+		return proxy.Secret{}, noGrant(p.Name, user)
 	}
 	var pe *fs.PathError
 	if errors.As(err, &pe) {
@@ -227,7 +240,10 @@ func tokenError(what string, err error) error {
 // Rejected implements proxy.Grants: the provider refused token, so the
 // next login fetches a new one.
 func (t *Tokens) Rejected(route policy.Route, token proxy.Secret) {
-	a, _ := t.account(route.Provider.Name, route.User)
+	a, _ := t.account(route.Provider.Name, route.User, false)
+	if a == nil {
+		return
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.access == token {
