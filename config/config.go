@@ -66,6 +66,7 @@ type ProviderEntry struct {
 	MinTLS                string   `toml:"min_tls"`
 	MaxTLS                string   `toml:"max_tls"`
 	AllowPrivateAddresses bool     `toml:"allow_private_addresses"`
+	TOFU                  *bool    `toml:"tofu"` // nil means on
 }
 
 // ListenEntry is one [[listen]].
@@ -86,7 +87,7 @@ var knownKeys = map[string][]string{
 	"":         {"log", "limits", "provider", "listen"},
 	"log":      {"audit", "level"},
 	"limits":   {"max_sessions", "max_sessions_per_client", "sessions_per_minute_per_client", "preauth_timeout", "idle_timeout", "command_timeout", "dial_timeout", "max_line", "max_literal", "max_prelogin", "max_message_size", "max_recipients"},
-	"provider": {"name", "hosts", "domains", "imap", "pop3", "smtp", "ca_file", "pins", "min_tls", "max_tls", "allow_private_addresses"},
+	"provider": {"name", "hosts", "domains", "imap", "pop3", "smtp", "ca_file", "pins", "min_tls", "max_tls", "allow_private_addresses", "tofu"},
 	"listen":   {"protocol", "address", "provider", "local_security", "allow_clients", "allow_plaintext_auth", "max_sessions", "local_cert", "local_key"},
 }
 

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"mailproxy/policy"
+	"mailproxy/tlsconf/trust"
 )
 
 // DefaultTimeout bounds connecting, STARTTLS and the handshake together.
@@ -31,6 +32,9 @@ type Dialer struct {
 	// EHLOName is sent before SMTP STARTTLS; empty means "localhost", a
 	// name that says nothing about the user's computer.
 	EHLOName string
+	// Trust remembers each host's trust anchor (trust on first use,
+	// tofu.go); nil turns that off for every provider.
+	Trust *trust.Store
 }
 
 // Upstream is an accepted, policed TLS connection to a provider.
@@ -195,6 +199,9 @@ func (d *Dialer) handshake(ctx context.Context, raw net.Conn, pr *Profile, host 
 		return nil, Classify(host, err)
 	}
 	facts, err := pr.CheckState(host, tc.ConnectionState())
+	if err == nil {
+		err = d.checkAnchor(host, pr, tc.ConnectionState(), &facts)
+	}
 	if err != nil {
 		return nil, err
 	}

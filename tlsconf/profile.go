@@ -44,6 +44,9 @@ type Profile struct {
 	// Pins are SHA-256 hashes of acceptable SubjectPublicKeyInfos; when
 	// non-empty, the leaf must match one.
 	Pins [][sha256.Size]byte
+	// TOFU applies trust on first use of the trust anchor, when the
+	// dialer has a store and there are no pins (tofu.go).
+	TOFU bool
 }
 
 // ProfileFor returns the profile of a provider from its TLS policy, which
@@ -52,7 +55,7 @@ type Profile struct {
 // zero policy can never mean something weaker than the documented default.
 func ProfileFor(p *policy.Provider) (*Profile, error) {
 	t := p.TLS
-	pr := &Profile{MinVersion: t.MinVersion, MaxVersion: t.MaxVersion, Roots: t.Roots, Pins: t.Pins}
+	pr := &Profile{MinVersion: t.MinVersion, MaxVersion: t.MaxVersion, Roots: t.Roots, Pins: t.Pins, TOFU: !t.NoTOFU}
 	if err := pr.validate(); err != nil {
 		return nil, fmt.Errorf("provider %q: %w", p.Name, err)
 	}
