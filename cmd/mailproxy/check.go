@@ -27,6 +27,8 @@ type checkResult struct {
 	Issuer     string `json:"issuer,omitempty"`
 	Expires    string `json:"expires,omitempty"`
 	Pin        string `json:"pin,omitempty"`
+	Anchor     string `json:"anchor_sha256,omitempty"`
+	TOFU       string `json:"tofu,omitempty"`
 	Reason     string `json:"reason,omitempty"`
 	Detail     string `json:"detail,omitempty"`
 	Error      string `json:"error,omitempty"`
@@ -94,7 +96,7 @@ func checkCmd(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 
-	d := &tlsconf.Dialer{Timeout: *timeout}
+	d := &tlsconf.Dialer{Timeout: *timeout, Trust: trustOrNil()}
 	code := exitOK
 	enc := json.NewEncoder(stdout)
 	for _, t := range targets {
@@ -156,6 +158,7 @@ func checkOne(d *tlsconf.Dialer, t checkTarget) checkResult {
 	r.Issuer = leaf.Issuer.String()
 	r.Expires = leaf.NotAfter.UTC().Format(time.RFC3339)
 	r.Pin = tlsconf.FormatPin(tlsconf.SPKIHash(leaf))
+	r.Anchor, r.TOFU = up.Facts.AnchorSHA256, up.Facts.TOFU
 	return r
 }
 
@@ -171,4 +174,5 @@ func printCheck(w io.Writer, r checkResult) {
 	fmt.Fprintf(w, "%s  PASS\n", r.Endpoint)
 	fmt.Fprintf(w, "  tls_version  %s\n  cipher       %s\n  group        %s\n", r.TLSVersion, r.Cipher, r.Group)
 	fmt.Fprintf(w, "  subject      %s\n  issuer       %s\n  expires      %s\n  pin          %s\n", r.Subject, r.Issuer, r.Expires, r.Pin)
+	fmt.Fprintf(w, "  anchor       %s\n  tofu         %s\n", r.Anchor, r.TOFU)
 }

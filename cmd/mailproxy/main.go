@@ -36,6 +36,7 @@ Usage:
   mailproxy check [-config FILE] [-provider NAME] [-json] [-tls | -starttls -proto imap|pop3|smtp] [HOST:PORT...]
   mailproxy demo [-port-base N]                      a local demo provider behind mailproxy
   mailproxy cert [-config FILE]                      print the local TLS certificate
+  mailproxy trust [accept HOST [-yes] | forget HOST] the remembered trust anchors (trust on first use)
   mailproxy config check -config FILE                validate a configuration file
   mailproxy version
 
@@ -63,6 +64,8 @@ func mainArgs(args []string, stdout, stderr io.Writer) int {
 		return demoCmd(args, stdout, stderr)
 	case "cert":
 		return certCmd(args, stdout, stderr)
+	case "trust":
+		return trustCmd(args, stdout, stderr)
 	case "config":
 		if len(args) == 0 || args[0] != "check" {
 			fmt.Fprintln(stderr, "mailproxy config: the only subcommand is \"config check -config FILE\"")

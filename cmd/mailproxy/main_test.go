@@ -285,7 +285,15 @@ func buildBinary(t *testing.T) string {
 }
 
 func TestMain(m *testing.M) {
+	// Never the user's data folder (trust store): a temporary one, which
+	// the processes the tests start inherit.
+	data, err := os.MkdirTemp("", "mailproxy-data")
+	if err != nil {
+		panic(err)
+	}
+	os.Setenv("XDG_DATA_HOME", data)
 	code := m.Run()
+	os.RemoveAll(data)
 	if binPath != "" {
 		os.RemoveAll(filepath.Dir(binPath))
 	}

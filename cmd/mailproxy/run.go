@@ -64,7 +64,12 @@ func runCmd(args []string, stdout, stderr io.Writer) int {
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sig)
 
-	srv := &proxy.Server{Audit: audit, Dialer: &tlsconf.Dialer{}, Fronts: fronts(), LocalTLS: localTLS(c)}
+	store, err := openTrust()
+	if err != nil {
+		fmt.Fprintln(stderr, "mailproxy: the trust store:", err)
+		return exitFailure
+	}
+	srv := &proxy.Server{Audit: audit, Dialer: &tlsconf.Dialer{Trust: store}, Fronts: fronts(), LocalTLS: localTLS(c)}
 	ctx := context.Background()
 	if err := srv.Start(ctx, c.Setup()); err != nil {
 		fmt.Fprintln(stderr, "mailproxy:", err)
