@@ -102,6 +102,7 @@ func tlsServer(t *testing.T, cfg *tls.Config) string {
 }
 
 func TestCheck(t *testing.T) {
+	t.Setenv("XDG_DATA_HOME", t.TempDir()) // a trust store for this test's CA
 	pki := testkit.NewPKI(t)
 	addr := tlsServer(t, pki.ServerConfig())
 	conf := writeFile(t, "check.toml", fmt.Sprintf(`[[provider]]
@@ -145,6 +146,7 @@ provider = "local"
 }
 
 func TestCheckRefusalReason(t *testing.T) {
+	t.Setenv("XDG_DATA_HOME", t.TempDir())
 	pki := testkit.NewPKI(t)
 	// A server offering only TLS 1.2 RSA key exchange.
 	cfg := pki.ServerConfig()
