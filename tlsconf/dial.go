@@ -69,18 +69,8 @@ func (d *Dialer) Dial(ctx context.Context, p *policy.Provider, ep policy.Endpoin
 }
 
 func (d *Dialer) dial(ctx context.Context, p *policy.Provider, ep policy.Endpoint, audit *policy.SessionAudit) (*Upstream, error) {
-	// The dialer's own limit, unless it has none and the caller's context
-	// brings one (the session's dial_timeout).
-	timeout := d.Timeout
-	if _, has := ctx.Deadline(); timeout <= 0 && !has {
-		timeout = DefaultTimeout
-	}
-	if timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, timeout)
-		defer cancel()
-	}
-
+	ctx, cancel := d.limit(ctx)
+	defer cancel()
 	host := policy.NormalizeHost(ep.Host)
 	if !p.Allows(host) {
 		return nil, policy.Deny(policy.ReasonNonProviderHost, host,
@@ -89,6 +79,50 @@ func (d *Dialer) dial(ctx context.Context, p *policy.Provider, ep policy.Endpoin
 	pr, err := ProfileFor(p)
 	if err != nil {
 		return nil, err
+	}
+	raw, err := d.connect(ctx, p, host, ep, audit)
+	if err != nil {
+		return nil, err
+	}
+	addr := raw.RemoteAddr().String()
+	up, err := d.handshake(ctx, raw, pr, host, ep)
+	if err != nil {
+		raw.Close()
+		var quiet *hungUp
+		if errors.As(err, &quiet) {
+			if better := d.diagnose(ctx, addr, pr, host, ep, audit); better != nil {
+				return nil, better
+			}
+			return nil, quiet.err
+		}
+		return nil, err
+	}
+	up.Addr = addr
+	if audit != nil {
+		audit.UpstreamTLS(up.Facts)
+	}
+	return up, nil
+}
+
+// limit applies the dialer's own time limit, unless it has none and the
+// caller's context brings one (the session's dial_timeout).
+func (d *Dialer) limit(ctx context.Context) (context.Context, context.CancelFunc) {
+	timeout := d.Timeout
+	if _, has := ctx.Deadline(); timeout <= 0 && !has {
+		timeout = DefaultTimeout
+	}
+	if timeout > 0 {
+		return context.WithTimeout(ctx, timeout)
+	}
+	return ctx, func() {}
+}
+
+// connect checks host against the allowlist, resolves it, checks every
+// address, connects to the first that answers and audits upstream.connect.
+func (d *Dialer) connect(ctx context.Context, p *policy.Provider, host string, ep policy.Endpoint, audit *policy.SessionAudit) (net.Conn, error) {
+	if !p.Allows(host) {
+		return nil, policy.Deny(policy.ReasonNonProviderHost, host,
+			"%s is not in provider %q's hosts %v", host, p.Name, p.Hosts)
 	}
 	addrs, err := d.resolve(ctx, host, p.AllowPrivateAddresses)
 	if err != nil {
@@ -111,27 +145,10 @@ func (d *Dialer) dial(ctx context.Context, p *policy.Provider, ep policy.Endpoin
 	if raw == nil {
 		return nil, fmt.Errorf("connecting to %s: %w", ep.Addr(), err)
 	}
-	addr := raw.RemoteAddr().String()
 	if audit != nil {
-		audit.UpstreamConnect(host, addr)
+		audit.UpstreamConnect(host, raw.RemoteAddr().String())
 	}
-	up, err := d.handshake(ctx, raw, pr, host, ep)
-	if err != nil {
-		raw.Close()
-		var quiet *hungUp
-		if errors.As(err, &quiet) {
-			if better := d.diagnose(ctx, addr, pr, host, ep, audit); better != nil {
-				return nil, better
-			}
-			return nil, quiet.err
-		}
-		return nil, err
-	}
-	up.Addr = addr
-	if audit != nil {
-		audit.UpstreamTLS(up.Facts)
-	}
-	return up, nil
+	return raw, nil
 }
 
 // keepAlive probes an idle provider connection, so that a provider that
