@@ -132,7 +132,9 @@ func Run(ctx context.Context, d *tlsconf.Dialer, p *policy.Provider, ep policy.E
 		func() error { return versionProbe(SSLv3, hello.SSLv3) },
 		func() error { return versionProbe(TLS10, hello.TLS10) },
 		func() error { return versionProbe(TLS11, hello.TLS11) },
-		func() error { return suiteProbe(RSAKeyExchange, func(s suite) bool { return usual(s) && s.kx == kxRSA }) },
+		func() error {
+			return suiteProbe(RSAKeyExchange, func(s suite) bool { return usual(s) && s.kx == kxRSA })
+		},
 		func() error { return suiteProbe(DHE, func(s suite) bool { return usual(s) && s.kx == kxDHE }) },
 		func() error { return suiteProbe(TripleDES, func(s suite) bool { return s.enc == enc3DES }) },
 		func() error { return suiteProbe(RC4, func(s suite) bool { return s.enc == encRC4 }) },

@@ -4,10 +4,10 @@ import "slices"
 
 // suite is a TLS 1.0-1.2 cipher suite the probes may offer.
 type suite struct {
-	id   uint16
-	name string // IANA name
-	kx   kx
-	enc  enc
+	id    uint16
+	name  string // IANA name
+	kx    kx
+	enc   enc
 	tls12 bool // defined for TLS 1.2 only (SHA-256/384 MACs, AEAD)
 }
 
