@@ -18,20 +18,21 @@ import (
 
 // checkResult is one endpoint's verdict, as printed.
 type checkResult struct {
-	Endpoint   string `json:"endpoint"`
-	OK         bool   `json:"ok"`
-	TLSVersion string `json:"tls_version,omitempty"`
-	Cipher     string `json:"cipher,omitempty"`
-	Group      string `json:"group,omitempty"`
-	Subject    string `json:"subject,omitempty"`
-	Issuer     string `json:"issuer,omitempty"`
-	Expires    string `json:"expires,omitempty"`
-	Pin        string `json:"pin,omitempty"`
-	Anchor     string `json:"anchor_sha256,omitempty"`
-	TOFU       string `json:"tofu,omitempty"`
-	Reason     string `json:"reason,omitempty"`
-	Detail     string `json:"detail,omitempty"`
-	Error      string `json:"error,omitempty"`
+	Endpoint   string      `json:"endpoint"`
+	OK         bool        `json:"ok"`
+	TLSVersion string      `json:"tls_version,omitempty"`
+	Cipher     string      `json:"cipher,omitempty"`
+	Group      string      `json:"group,omitempty"`
+	Subject    string      `json:"subject,omitempty"`
+	Issuer     string      `json:"issuer,omitempty"`
+	Expires    string      `json:"expires,omitempty"`
+	Pin        string      `json:"pin,omitempty"`
+	Anchor     string      `json:"anchor_sha256,omitempty"`
+	TOFU       string      `json:"tofu,omitempty"`
+	Reason     string      `json:"reason,omitempty"`
+	Detail     string      `json:"detail,omitempty"`
+	Error      string      `json:"error,omitempty"`
+	Deep       *deepResult `json:"deep,omitempty"`
 }
 
 type checkTarget struct {
@@ -48,6 +49,7 @@ func checkCmd(args []string, stdout, stderr io.Writer) int {
 	starttls := fs.Bool("starttls", false, "HOST:PORT arguments need STARTTLS (give -proto)")
 	proto := fs.String("proto", "imap", "protocol of HOST:PORT arguments for -starttls: imap, pop3 or smtp")
 	timeout := fs.Duration("timeout", 15*time.Second, "time allowed per endpoint")
+	deepProbe := fs.Bool("deep", false, "also ask each endpoint what it accepts from other clients (SSLv3 ... EXPORT, fallback SCSV; deep.go)")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
 	}
@@ -99,15 +101,32 @@ func checkCmd(args []string, stdout, stderr io.Writer) int {
 	d := &tlsconf.Dialer{Timeout: *timeout, Trust: trustOrNil()}
 	code := exitOK
 	enc := json.NewEncoder(stdout)
-	for _, t := range targets {
+	audit := policy.Discard()
+	if *deepProbe {
+		a, closer, err := deepAudit(c, stdout, stderr)
+		if err != nil {
+			fmt.Fprintln(stderr, "mailproxy check:", err)
+			return exitFailure
+		}
+		defer closer.Close()
+		defer a.Close()
+		audit = a
+	}
+	for i, t := range targets {
 		r := checkOne(d, t)
 		if !r.OK {
 			code = exitFailure
+		}
+		if *deepProbe {
+			r.Deep = runDeep(d, t, audit, i+1)
 		}
 		if *asJSON {
 			enc.Encode(r)
 		} else {
 			printCheck(stdout, r)
+			if r.Deep != nil {
+				printDeep(stdout, r.Deep)
+			}
 		}
 	}
 	return code

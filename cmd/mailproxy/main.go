@@ -33,7 +33,7 @@ const usage = `mailproxy: a privacy-preserving local relay for mail apps
 
 Usage:
   mailproxy [run] [-config FILE] [-provider NAME]   serve (the default command)
-  mailproxy check [-config FILE] [-provider NAME] [-json] [-tls | -starttls -proto imap|pop3|smtp] [HOST:PORT...]
+  mailproxy check [-config FILE] [-provider NAME] [-json] [-deep] [-tls | -starttls -proto imap|pop3|smtp] [HOST:PORT...]
   mailproxy demo [-port-base N]                      a local demo provider behind mailproxy
   mailproxy cert [-config FILE]                      print the local TLS certificate
   mailproxy trust [accept HOST [-yes] | forget HOST] the remembered trust anchors (trust on first use)
