@@ -167,6 +167,9 @@ func trustAccept(store *trust.Store, args []string, stdout, stderr io.Writer) in
 	if !*yes {
 		fmt.Fprintf(stdout, "Remember this anchor for %s? Only if you expected the change (the provider changed its certificate authority). [y/N] ", host)
 		line, _ := bufio.NewReader(stdin).ReadString('\n')
+		if !strings.HasSuffix(line, "\n") {
+			fmt.Fprintln(stdout)
+		}
 		if a := strings.ToLower(strings.TrimSpace(line)); a != "y" && a != "yes" {
 			fmt.Fprintln(stdout, "nothing changed")
 			return exitFailure
