@@ -98,7 +98,7 @@ func deepLine(x deep.Result) string {
 	}
 	note := ""
 	if x.Note != "" {
-		note = "  (" + x.Note + ")"
+		note = " (" + x.Note + ")"
 	}
 	switch {
 	case x.Err != nil:
@@ -106,13 +106,13 @@ func deepLine(x deep.Result) string {
 	case x.Name == deep.Preferred && x.Accepted:
 		return chosen
 	case x.Name == deep.Preferred:
-		return "none" + note
+		return "none     " + note
 	case x.Name == deep.FallbackSCSV && x.Accepted:
-		return "honoured" + note
+		return "honoured " + note
 	case x.Name == deep.FallbackSCSV:
-		return "IGNORED" + note
+		return "IGNORED  " + note
 	case x.Accepted:
 		return "accepted  " + chosen
 	}
-	return "refused" + note
+	return "refused  " + note
 }
