@@ -190,4 +190,3 @@ func TestTrustTOFUFalse(t *testing.T) {
 		t.Errorf("tofu = false learned an anchor:\n%s", out)
 	}
 }
-
