@@ -18,21 +18,23 @@ import (
 
 // checkResult is one endpoint's verdict, as printed.
 type checkResult struct {
-	Endpoint   string      `json:"endpoint"`
-	OK         bool        `json:"ok"`
-	TLSVersion string      `json:"tls_version,omitempty"`
-	Cipher     string      `json:"cipher,omitempty"`
-	Group      string      `json:"group,omitempty"`
-	Subject    string      `json:"subject,omitempty"`
-	Issuer     string      `json:"issuer,omitempty"`
-	Expires    string      `json:"expires,omitempty"`
-	Pin        string      `json:"pin,omitempty"`
-	Anchor     string      `json:"anchor_sha256,omitempty"`
-	TOFU       string      `json:"tofu,omitempty"`
-	Reason     string      `json:"reason,omitempty"`
-	Detail     string      `json:"detail,omitempty"`
-	Error      string      `json:"error,omitempty"`
-	Deep       *deepResult `json:"deep,omitempty"`
+	Endpoint   string `json:"endpoint"`
+	OK         bool   `json:"ok"`
+	TLSVersion string `json:"tls_version,omitempty"`
+	Cipher     string `json:"cipher,omitempty"`
+	Group      string `json:"group,omitempty"`
+	Subject    string `json:"subject,omitempty"`
+	Issuer     string `json:"issuer,omitempty"`
+	Expires    string `json:"expires,omitempty"`
+	Pin        string `json:"pin,omitempty"`
+	Anchor     string `json:"anchor_sha256,omitempty"`
+	TOFU       string `json:"tofu,omitempty"`
+	Reason     string `json:"reason,omitempty"`
+	Detail     string `json:"detail,omitempty"`
+	Error      string `json:"error,omitempty"`
+
+	// Deep is what -deep's probes found (deep.go).
+	Deep *deepResult `json:"deep,omitempty"`
 }
 
 type checkTarget struct {
