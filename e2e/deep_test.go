@@ -25,8 +25,8 @@ type deepTarget struct {
 	starttls string // "", or the protocol of a STARTTLS endpoint (imap, smtp)
 }
 
-// testsslVerdicts maps testssl.sh's JSON findings (-p -s -Z) onto the
-// probes it also runs. Every finding it writes starts with "offered" when
+// testsslVerdicts maps testssl.sh's JSON findings (-p -s -f -4 -Z) onto
+// the probes it also runs (all but rsa_kx and preferred_suite). Every finding it writes starts with "offered" when
 // the server accepts, "not offered" otherwise; TLS_FALLBACK_SCSV is
 // "supported" or "no protocol below ... offered" when a downgrade is
 // impossible, "NOT supported" when it is not honoured.
@@ -54,6 +54,26 @@ func testsslVerdicts(findings map[string]string) (map[string]bool, error) {
 		return nil, err
 	}
 	out["cbc"] = avg || out["3des"]
+	// -f: DHE is accepted when a finite-field DHE suite is among the
+	// forward-secret ones it found (OpenSSL names: DHE-..., EDH-...).
+	if _, ok := findings["PFS"]; !ok {
+		return nil, fmt.Errorf("testssl.sh wrote no PFS finding")
+	}
+	out["dhe"] = false
+	for _, c := range strings.Fields(findings["PFS_ciphers"]) {
+		if strings.HasPrefix(c, "DHE-") || strings.HasPrefix(c, "EDH-") {
+			out["dhe"] = true
+		}
+	}
+	// -4: RC4.
+	switch rc4 := findings["RC4"]; {
+	case rc4 == "not vulnerable":
+		out["rc4"] = false
+	case strings.HasPrefix(rc4, "VULNERABLE"):
+		out["rc4"] = true
+	default:
+		return nil, fmt.Errorf("testssl.sh's RC4 finding %q is not a verdict", rc4)
+	}
 	f, ok := findings["fallback_SCSV"]
 	switch {
 	case !ok:
@@ -99,7 +119,7 @@ func TestDeepMatchesTestssl(t *testing.T) {
 		name string
 		args []string
 	}{
-		{"openssl TLS 1.0 only", []string{"-tls1", "-cipher", "ECDHE-RSA-AES128-SHA:@SECLEVEL=0"}},
+		{"openssl TLS 1.0 only", []string{"-tls1", "-cipher", "ECDHE-RSA-AES128-SHA:DHE-RSA-AES128-SHA:@SECLEVEL=0"}},
 		{"openssl NULL only", []string{"-tls1_2", "-cipher", "NULL-SHA256:NULL-SHA:@SECLEVEL=0"}},
 	}
 	ports, err := freePorts(len(opensslCases))
@@ -147,7 +167,7 @@ func TestDeepMatchesTestssl(t *testing.T) {
 		jsonFile := filepath.Join(dir, fmt.Sprintf("testssl-%d.json", i))
 		results[i].jsonFile = jsonFile
 		argv := []string{testssl, "--quiet", "--warnings", "off", "--color", "0", "--nodns", "none",
-			"--connect-timeout", "10", "--openssl-timeout", "10", "-p", "-s", "-Z", "--jsonfile", jsonFile}
+			"--connect-timeout", "10", "--openssl-timeout", "10", "-p", "-s", "-f", "-4", "-Z", "--jsonfile", jsonFile}
 		if tg.starttls != "" {
 			argv = append(argv, "-t", tg.starttls)
 		}
@@ -207,12 +227,15 @@ func TestDeepMatchesTestssl(t *testing.T) {
 	}
 	// The servers were chosen so that the comparison covers both answers
 	// of most probes; make sure the fixtures did what they were meant to.
-	wantAccepted := map[string]string{"openssl TLS 1.0 only": "tls1_0", "openssl NULL only": "null", "Dovecot RSA key exchange only": "rsa_kx"}
+	wantAccepted := map[string][]string{"openssl TLS 1.0 only": {"tls1_0", "dhe", "cbc"}, "openssl NULL only": {"null"},
+		"Dovecot RSA key exchange only": {"rsa_kx"}}
 	for i, tg := range targets {
 		var line struct{ Deep map[string]any }
 		json.Unmarshal(results[i].mine.stdout, &line)
-		if probe, ok := wantAccepted[tg.name]; ok && line.Deep[probe] != true {
-			s.Errorf("%s: mailproxy says %s = %v; the fixture is wrong", tg.name, probe, line.Deep[probe])
+		for _, probe := range wantAccepted[tg.name] {
+			if line.Deep[probe] != true {
+				s.Errorf("%s: mailproxy says %s = %v; the fixture is wrong", tg.name, probe, line.Deep[probe])
+			}
 		}
 	}
 	if compared == 0 {
