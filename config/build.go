@@ -244,6 +244,7 @@ func (d *doc) provider(i int, pe *ProviderEntry, add func(*Error)) *policy.Provi
 		}
 		t.Roots = pool
 	}
+	t.NoTOFU = pe.TOFU != nil && !*pe.TOFU
 	for _, pin := range pe.Pins {
 		h, err := tlsconf.ParsePin(pin)
 		if err != nil {

@@ -78,6 +78,7 @@ type ProviderEntry struct {
 	ViaAllowRemote bool         `toml:"via_allow_remote"`
 	ScrubHeaders   *[]string    `toml:"scrub_headers"` // nil: the default
 	OAuth2         *OAuth2Entry `toml:"oauth2"`        // oauth2.go
+	TOFU           *bool        `toml:"tofu"`          // nil means on
 }
 
 // ListenEntry is one [[listen]].
@@ -99,7 +100,7 @@ var knownKeys = map[string][]string{
 	"status":          {"address", "allow_clients"},
 	"log":             {"audit", "level"},
 	"limits":          {"max_sessions", "max_sessions_per_client", "sessions_per_minute_per_client", "preauth_timeout", "idle_timeout", "command_timeout", "dial_timeout", "max_line", "max_literal", "max_prelogin", "max_message_size", "max_recipients", "max_header_block"},
-	"provider":        {"name", "hosts", "domains", "imap", "pop3", "smtp", "ca_file", "pins", "min_tls", "max_tls", "allow_private_addresses", "via", "via_user", "via_password", "isolate", "via_allow_remote", "scrub_headers", "oauth2"},
+	"provider":        {"name", "hosts", "domains", "imap", "pop3", "smtp", "ca_file", "pins", "min_tls", "max_tls", "allow_private_addresses", "via", "via_user", "via_password", "isolate", "via_allow_remote", "scrub_headers", "oauth2", "tofu"},
 	"listen":          {"protocol", "address", "provider", "local_security", "allow_clients", "allow_plaintext_auth", "max_sessions", "local_cert", "local_key"},
 	"provider.oauth2": oauth2Keys,
 }

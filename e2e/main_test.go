@@ -119,6 +119,11 @@ func setup() (*env, error) {
 		return nil, err
 	}
 	e := &env{work: work, netrc: map[string]string{}}
+	// The mailproxy processes (run, check) keep their trust store here,
+	// never in the user's data folder.
+	if err := os.Setenv("XDG_DATA_HOME", filepath.Join(work, "data")); err != nil {
+		return e, err
+	}
 	if reaper, err = startWatchdog(filepath.Join(work, "pids")); err != nil {
 		return e, err
 	}

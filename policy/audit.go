@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -137,7 +138,24 @@ type TLSFacts struct {
 	Legacy bool
 	// NotAfter is when the provider's certificate expires.
 	NotAfter time.Time
+	// AnchorSHA256 is the trust anchor's SPKI hash ("sha256/<base64>"):
+	// the root of the verified chain.
+	AnchorSHA256 string
+	// TOFU is what trust on first use did: TOFULearned, TOFUMatch or
+	// TOFUOff (empty means off).
+	TOFU string
 }
+
+// What trust on first use did with a connection's trust anchor, as the
+// upstream.tls event's tofu field says.
+const (
+	// TOFULearned: the host had no anchor yet; this one is now remembered.
+	TOFULearned = "learned"
+	// TOFUMatch: the anchor is the one remembered for the host.
+	TOFUMatch = "match"
+	// TOFUOff: not checked (tofu = false, pins configured, or no store).
+	TOFUOff = "off"
+)
 
 // GroupName spells a key exchange group as Go does ("X25519MLKEM768").
 func GroupName(g tls.CurveID) string {
@@ -164,6 +182,8 @@ func (s *SessionAudit) UpstreamTLS(f TLSFacts) {
 		"spki_sha256", f.SPKISHA256,
 		"pin", pin,
 		"not_after", f.NotAfter.UTC().Format(time.RFC3339),
+		"anchor_sha256", f.AnchorSHA256,
+		"tofu", cmp.Or(f.TOFU, TOFUOff),
 	}
 	if f.Legacy {
 		attrs = append(attrs, "warning", "legacy TLS version allowed by this provider's min_tls")
@@ -245,7 +265,8 @@ func writeDenied(l *slog.Logger, err error) bool {
 	if d.Host != "" {
 		attrs = append(attrs, "host", d.Host)
 	}
-	attrs = append(attrs, "detail", oneLine(d.AuditDetail()))
+	// Room for a changed trust anchor's two subjects and hashes.
+	attrs = append(attrs, "detail", clipLine(d.AuditDetail(), 600))
 	l.Log(context.Background(), slog.LevelWarn, EventDenied, attrs...)
 	return true
 }
@@ -286,9 +307,12 @@ func (s *SessionAudit) End(st SessionStats) {
 	s.log.Info(EventSessionEnd, attrs...)
 }
 
-func oneLine(s string) string {
-	if len(s) > 300 {
-		s = s[:300] + "..."
+func oneLine(s string) string { return clipLine(s, 300) }
+
+// clipLine is s on one line, cut after max bytes.
+func clipLine(s string, max int) string {
+	if len(s) > max {
+		s = s[:max] + "..."
 	}
 	return strings.Map(func(r rune) rune {
 		if r < 0x20 || r == 0x7f {

@@ -245,6 +245,10 @@ type TLSPolicy struct {
 	// Pins are SHA-256 hashes of acceptable SubjectPublicKeyInfos; when
 	// non-empty, the provider's certificate key must match one of them.
 	Pins [][sha256.Size]byte
+	// NoTOFU turns off trust on first use of the trust anchor for this
+	// provider (tofu = false); the zero value keeps it on. Pins, when
+	// set, take precedence over it.
+	NoTOFU bool
 }
 
 // Allows reports whether host is on the provider's allowlist.

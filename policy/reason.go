@@ -59,6 +59,9 @@ type Denied struct {
 	// be text sent before TLS, which nobody vouches for and which must
 	// never reach the app.
 	Quote string
+	// Facts are further facts for the audit log only, too technical for
+	// the app (the hashes of a changed trust anchor).
+	Facts string
 }
 
 // Deny returns a *Denied for reason about host, with a formatted detail.
@@ -76,10 +79,14 @@ func (d *Denied) Error() string {
 // AuditDetail is the detail as the audit log records it: with the server's
 // words, if any.
 func (d *Denied) AuditDetail() string {
-	if d.Quote == "" {
-		return d.Detail
+	s := d.Detail
+	if d.Facts != "" {
+		s += " (" + d.Facts + ")"
 	}
-	return fmt.Sprintf("%s (the server said: %q)", d.Detail, d.Quote)
+	if d.Quote == "" {
+		return s
+	}
+	return fmt.Sprintf("%s (the server said: %q)", s, d.Quote)
 }
 
 func (d *Denied) Unwrap() error { return d.Reason }

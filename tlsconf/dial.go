@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"mailproxy/policy"
+	"mailproxy/tlsconf/trust"
 )
 
 // DefaultTimeout bounds connecting, STARTTLS and the handshake together.
@@ -31,6 +32,9 @@ type Dialer struct {
 	// EHLOName is sent before SMTP STARTTLS; empty means "localhost", a
 	// name that says nothing about the user's computer.
 	EHLOName string
+	// Trust remembers each host's trust anchor (trust on first use,
+	// tofu.go); nil turns that off for every provider.
+	Trust *trust.Store
 }
 
 // Upstream is an accepted, policed TLS connection to a provider.
@@ -66,51 +70,66 @@ func (d *Dialer) Dial(ctx context.Context, p *policy.Provider, ep policy.Endpoin
 }
 
 func (d *Dialer) dial(ctx context.Context, p *policy.Provider, ep policy.Endpoint, audit *policy.SessionAudit) (*Upstream, error) {
-	// The dialer's own limit, unless it has none and the caller's context
-	// brings one (the session's dial_timeout).
+	ctx, cancel := d.limit(ctx)
+	defer cancel()
+	host := policy.NormalizeHost(ep.Host)
+	pr, err := ProfileFor(p)
+	if err != nil {
+		return nil, err
+	}
+	raw, addr, err := d.connect(ctx, p, host, ep, audit)
+	if err != nil {
+		return nil, err
+	}
+	// Through a SOCKS5 proxy the diagnostic hello would be a direct
+	// connection: no diagnosis there.
+	return d.finish(ctx, raw, addr, pr, host, ep, audit, p.Via == nil)
+}
+
+// limit applies the dialer's own time limit, unless it has none and the
+// caller's context brings one (the session's dial_timeout).
+func (d *Dialer) limit(ctx context.Context) (context.Context, context.CancelFunc) {
 	timeout := d.Timeout
 	if _, has := ctx.Deadline(); timeout <= 0 && !has {
 		timeout = DefaultTimeout
 	}
 	if timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, timeout)
-		defer cancel()
+		return context.WithTimeout(ctx, timeout)
 	}
+	return ctx, func() {}
+}
 
-	host := policy.NormalizeHost(ep.Host)
+// connect checks host against the allowlist, resolves it, checks every
+// address, connects to the first that answers — or asks the provider's
+// SOCKS5 proxy to (socks.go) — and audits upstream.connect. addr is what
+// was connected to: "ip:port", or what the proxy was asked for.
+func (d *Dialer) connect(ctx context.Context, p *policy.Provider, host string, ep policy.Endpoint, audit *policy.SessionAudit) (raw net.Conn, addr string, err error) {
 	if !p.Allows(host) {
-		return nil, policy.Deny(policy.ReasonNonProviderHost, host,
+		return nil, "", policy.Deny(policy.ReasonNonProviderHost, host,
 			"%s is not in provider %q's hosts %v", host, p.Name, p.Hosts)
 	}
 	if policy.IsOnion(host) && (p.Via == nil || !p.Via.RemoteDNS) {
-		return nil, policy.Deny(policy.ReasonNonProviderHost, host,
+		return nil, "", policy.Deny(policy.ReasonNonProviderHost, host,
 			"%s is an onion service: it is reachable only through Tor, with via = \"socks5h://...\"", host)
 	}
-	pr, err := ProfileFor(p)
-	if err != nil {
-		return nil, err
-	}
 	if p.Via != nil {
-		// Through the SOCKS5 proxy (socks.go); from the raw connection on,
-		// nothing differs.
+		// From the raw connection on, nothing differs.
 		raw, target, err := d.socksConnect(ctx, p, host, ep)
 		if err != nil {
-			return nil, err
+			return nil, "", err
 		}
 		if audit != nil {
 			audit.UpstreamConnectVia(host, target, p.Via.Addr.String())
 		}
-		return d.finish(ctx, raw, target, pr, host, ep, audit, false)
+		return raw, target, nil
 	}
 	addrs, err := d.resolve(ctx, host, p.AllowPrivateAddresses)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	// Only the checked addresses are dialled (no second resolution). Each
 	// gets a share of the time, so that one black-holed address does not
 	// use it all up.
-	var raw net.Conn
 	nd := net.Dialer{KeepAliveConfig: keepAlive}
 	for i, a := range addrs {
 		target := netip.AddrPortFrom(a, ep.Port).String()
@@ -122,13 +141,13 @@ func (d *Dialer) dial(ctx context.Context, p *policy.Provider, ep policy.Endpoin
 		}
 	}
 	if raw == nil {
-		return nil, fmt.Errorf("connecting to %s: %w", ep.Addr(), err)
+		return nil, "", fmt.Errorf("connecting to %s: %w", ep.Addr(), err)
 	}
-	addr := raw.RemoteAddr().String()
+	addr = raw.RemoteAddr().String()
 	if audit != nil {
 		audit.UpstreamConnect(host, addr)
 	}
-	return d.finish(ctx, raw, addr, pr, host, ep, audit, true)
+	return raw, addr, nil
 }
 
 // finish runs STARTTLS and the handshake on the raw connection to addr.
@@ -222,6 +241,9 @@ func (d *Dialer) handshake(ctx context.Context, raw net.Conn, pr *Profile, host 
 		return nil, Classify(host, err)
 	}
 	facts, err := pr.CheckState(host, tc.ConnectionState())
+	if err == nil {
+		err = d.checkAnchor(host, pr, tc.ConnectionState(), &facts)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -2,17 +2,13 @@ package tlsconf
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/tls"
-	"encoding/binary"
-	"errors"
-	"fmt"
-	"io"
 	"net"
 	"slices"
 	"time"
 
 	"mailproxy/policy"
+	"mailproxy/tlsconf/hello"
 )
 
 // Some servers (Dovecot 2.3 among them) hang up without a TLS alert when
@@ -48,81 +44,6 @@ func suiteName(s uint16) string {
 	return tls.CipherSuiteName(s)
 }
 
-// clientHello builds a TLS 1.2 ClientHello offering probeSuites.
-func clientHello(host string) []byte {
-	var body []byte
-	body = append(body, 0x03, 0x03) // client_version TLS 1.2
-	random := make([]byte, 32)
-	rand.Read(random)
-	body = append(body, random...)
-	body = append(body, 0) // no session id
-	body = binary.BigEndian.AppendUint16(body, uint16(2*len(probeSuites)))
-	for _, s := range probeSuites {
-		body = binary.BigEndian.AppendUint16(body, s)
-	}
-	body = append(body, 1, 0) // null compression only
-
-	var ext []byte
-	addExt := func(typ uint16, data []byte) {
-		ext = binary.BigEndian.AppendUint16(ext, typ)
-		ext = binary.BigEndian.AppendUint16(ext, uint16(len(data)))
-		ext = append(ext, data...)
-	}
-	if net.ParseIP(host) == nil && host != "" {
-		name := []byte(host)
-		sni := binary.BigEndian.AppendUint16(nil, uint16(len(name)+3))
-		sni = append(sni, 0) // host_name
-		sni = binary.BigEndian.AppendUint16(sni, uint16(len(name)))
-		addExt(0x0000, append(sni, name...))
-	}
-	addExt(0x000a, []byte{0, 8, 0x00, 0x1d, 0x00, 0x17, 0x00, 0x18, 0x01, 0x00}) // x25519, P-256, P-384, ffdhe2048
-	addExt(0x000b, []byte{1, 0})                                                 // uncompressed points
-	sigs := []uint16{0x0403, 0x0804, 0x0401, 0x0503, 0x0805, 0x0501, 0x0806, 0x0601, 0x0203, 0x0201}
-	sa := binary.BigEndian.AppendUint16(nil, uint16(2*len(sigs)))
-	for _, s := range sigs {
-		sa = binary.BigEndian.AppendUint16(sa, s)
-	}
-	addExt(0x000d, sa)
-	addExt(0xff01, []byte{0}) // renegotiation_info, empty
-	body = binary.BigEndian.AppendUint16(body, uint16(len(ext)))
-	body = append(body, ext...)
-
-	hs := []byte{1, byte(len(body) >> 16), byte(len(body) >> 8), byte(len(body))}
-	hs = append(hs, body...)
-	rec := []byte{0x16, 0x03, 0x01, byte(len(hs) >> 8), byte(len(hs))}
-	return append(rec, hs...)
-}
-
-// readServerHello reads the server's answer to clientHello: the version and
-// suite it chose, or the alert it sent.
-func readServerHello(r io.Reader) (version, suite uint16, err error) {
-	hdr := make([]byte, 5)
-	if _, err := io.ReadFull(r, hdr); err != nil {
-		return 0, 0, err
-	}
-	n := int(binary.BigEndian.Uint16(hdr[3:5]))
-	if n > 1<<14+2048 {
-		return 0, 0, errors.New("record too long")
-	}
-	rec := make([]byte, n)
-	if _, err := io.ReadFull(r, rec); err != nil {
-		return 0, 0, err
-	}
-	switch {
-	case hdr[0] == 0x15 && len(rec) >= 2:
-		return 0, 0, fmt.Errorf("alert %d", rec[1])
-	case hdr[0] != 0x16 || len(rec) < 4+2+32+1 || rec[0] != 2:
-		return 0, 0, errors.New("not a ServerHello")
-	}
-	version = binary.BigEndian.Uint16(rec[4:6])
-	sid := int(rec[4+2+32])
-	off := 4 + 2 + 32 + 1 + sid
-	if len(rec) < off+2 {
-		return 0, 0, errors.New("short ServerHello")
-	}
-	return version, binary.BigEndian.Uint16(rec[off : off+2]), nil
-}
-
 // diagnose explains a handshake the server ended without an alert, by a
 // diagnostic hello on a new connection to the same checked address. It
 // returns a more precise refusal, or nil when it learns nothing. The
@@ -147,13 +68,14 @@ func (d *Dialer) diagnose(ctx context.Context, addr string, pr *Profile, host st
 			return nil
 		}
 	}
-	if _, err := raw.Write(clientHello(host)); err != nil {
+	if _, err := raw.Write(hello.Hello{ServerName: host, Suites: probeSuites}.Marshal()); err != nil {
 		return nil
 	}
-	version, suite, err := readServerHello(raw)
-	if err != nil {
+	ans, err := hello.ReadAnswer(raw)
+	if err != nil || ans.Alert {
 		return nil
 	}
+	version, suite := ans.Version, ans.Suite
 	switch {
 	case version < pr.min():
 		return policy.Deny(policy.ReasonTLSVersion, host,

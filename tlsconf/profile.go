@@ -46,6 +46,9 @@ type Profile struct {
 	Pins [][sha256.Size]byte
 	// Provider is the name of the provider it is for, for the audit.
 	Provider string
+	// TOFU applies trust on first use of the trust anchor, when the
+	// dialer has a store and there are no pins (tofu.go).
+	TOFU bool
 }
 
 // ProfileFor returns the profile of a provider from its TLS policy, which
@@ -54,7 +57,7 @@ type Profile struct {
 // zero policy can never mean something weaker than the documented default.
 func ProfileFor(p *policy.Provider) (*Profile, error) {
 	t := p.TLS
-	pr := &Profile{MinVersion: t.MinVersion, MaxVersion: t.MaxVersion, Roots: t.Roots, Pins: t.Pins, Provider: p.Name}
+	pr := &Profile{MinVersion: t.MinVersion, MaxVersion: t.MaxVersion, Roots: t.Roots, Pins: t.Pins, Provider: p.Name, TOFU: !t.NoTOFU}
 	if err := pr.validate(); err != nil {
 		return nil, fmt.Errorf("provider %q: %w", p.Name, err)
 	}

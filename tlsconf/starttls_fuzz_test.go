@@ -1,9 +1,7 @@
 package tlsconf
 
 import (
-	"bufio"
 	"bytes"
-	"encoding/binary"
 	"errors"
 	"io"
 	"net"
@@ -167,47 +165,6 @@ func FuzzSTARTTLS(f *testing.F) {
 		}
 		if !offered {
 			t.Fatalf("%s: went ahead, but the server never offered STARTTLS: %q", proto, text)
-		}
-	})
-}
-
-// FuzzReadServerHello: the diagnostic probe's reader of the server's
-// first record never panics, reads at most one record (never more than
-// the 5-byte header plus 2^14+2048 bytes), and returns exactly the
-// version and suite of a well-formed ServerHello built from the input.
-//
-//	go test -run '^$' -fuzz '^FuzzReadServerHello$' -fuzztime 60s ./tlsconf/
-func FuzzReadServerHello(f *testing.F) {
-	f.Add([]byte{0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28}, uint16(0x0303), uint16(0xc02f), uint8(32))
-	f.Add([]byte{0x16, 0x03, 0x03, 0xff, 0xff}, uint16(0x0302), uint16(0xc013), uint8(0))
-	f.Add([]byte{0x16, 0x03, 0x03, 0x00, 0x27, 0x02}, uint16(0x0303), uint16(0x009c), uint8(255))
-	f.Add([]byte("HTTP/1.1 400 Bad Request\r\n"), uint16(0x0300), uint16(0x0005), uint8(1))
-	f.Fuzz(func(t *testing.T, raw []byte, version, suite uint16, sidLen uint8) {
-		r := bytes.NewReader(raw)
-		readServerHello(r)
-		if read := len(raw) - r.Len(); read > 5+1<<14+2048 {
-			t.Fatalf("readServerHello read %d bytes", read)
-		}
-		if len(raw) > 5 && raw[0] == 0x16 {
-			n := int(binary.BigEndian.Uint16(raw[3:5]))
-			if read := len(raw) - r.Len(); n <= len(raw)-5 && n <= 1<<14+2048 && read != 5+n {
-				t.Fatalf("readServerHello read %d bytes of a %d-byte record", read, 5+n)
-			}
-		}
-
-		// A well-formed ServerHello: header, handshake header, version,
-		// random, session id, suite, compression.
-		body := binary.BigEndian.AppendUint16(nil, version)
-		body = append(body, make([]byte, 32)...)
-		body = append(body, sidLen)
-		body = append(body, bytes.Repeat([]byte{0xaa}, int(sidLen))...)
-		body = binary.BigEndian.AppendUint16(body, suite)
-		body = append(body, 0)
-		hs := append([]byte{2, 0, byte(len(body) >> 8), byte(len(body))}, body...)
-		rec := append([]byte{0x16, 0x03, 0x03, byte(len(hs) >> 8), byte(len(hs))}, hs...)
-		gotV, gotS, err := readServerHello(bufio.NewReader(bytes.NewReader(append(rec, raw...))))
-		if err != nil || gotV != version || gotS != suite {
-			t.Fatalf("readServerHello of a ServerHello(%04x, %04x, sid %d) = %04x, %04x, %v", version, suite, sidLen, gotV, gotS, err)
 		}
 	})
 }

@@ -22,7 +22,8 @@ import (
 	"mailproxy/tlsconf"
 )
 
-// stdin is where authorize reads the local password; tests replace it.
+// stdin is where authorize reads the local password and `trust accept`
+// its confirmation; tests replace it.
 var stdin io.Reader = os.Stdin
 
 // minLocalPassword is the shortest local password authorize accepts: the

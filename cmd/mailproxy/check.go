@@ -28,9 +28,14 @@ type checkResult struct {
 	Issuer     string `json:"issuer,omitempty"`
 	Expires    string `json:"expires,omitempty"`
 	Pin        string `json:"pin,omitempty"`
+	Anchor     string `json:"anchor_sha256,omitempty"`
+	TOFU       string `json:"tofu,omitempty"`
 	Reason     string `json:"reason,omitempty"`
 	Detail     string `json:"detail,omitempty"`
 	Error      string `json:"error,omitempty"`
+
+	// Deep is what -deep's probes found (deep.go).
+	Deep *deepResult `json:"deep,omitempty"`
 }
 
 type checkTarget struct {
@@ -39,10 +44,10 @@ type checkTarget struct {
 }
 
 type checkFlags struct {
-	fs                         *flag.FlagSet
-	path, provider, proto      *string
-	asJSON, implicit, starttls *bool
-	timeout                    *time.Duration
+	fs                               *flag.FlagSet
+	path, provider, proto            *string
+	asJSON, implicit, starttls, deep *bool
+	timeout                          *time.Duration
 }
 
 func newCheckFlags(stderr io.Writer) *checkFlags {
@@ -55,12 +60,13 @@ func newCheckFlags(stderr io.Writer) *checkFlags {
 		starttls: fs.Bool("starttls", false, "HOST:PORT arguments need STARTTLS (give -proto)"),
 		proto:    fs.String("proto", "imap", "protocol of HOST:PORT arguments for -starttls: imap, pop3 or smtp"),
 		timeout:  fs.Duration("timeout", 15*time.Second, "time allowed per endpoint"),
+		deep:     fs.Bool("deep", false, "also ask each endpoint what it accepts from other clients (SSLv3 ... EXPORT, fallback SCSV; deep.go)"),
 	}
 }
 
 func checkCmd(args []string, stdout, stderr io.Writer) int {
 	f := newCheckFlags(stderr)
-	fs, path, provider, asJSON, implicit, starttls, proto, timeout := f.fs, f.path, f.provider, f.asJSON, f.implicit, f.starttls, f.proto, f.timeout
+	fs, path, provider, asJSON, implicit, starttls, proto, timeout, deepProbe := f.fs, f.path, f.provider, f.asJSON, f.implicit, f.starttls, f.proto, f.timeout, f.deep
 	if code, ok := parseFlags("check", fs, args, stdout, stderr); !ok {
 		return code
 	}
@@ -123,18 +129,35 @@ func checkCmd(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 
-	d := &tlsconf.Dialer{Timeout: *timeout}
+	d := &tlsconf.Dialer{Timeout: *timeout, Trust: trustOrNil()}
 	code := exitOK
 	enc := json.NewEncoder(stdout)
-	for _, t := range targets {
+	audit := policy.Discard()
+	if *deepProbe {
+		a, closer, err := deepAudit(c, stdout, stderr)
+		if err != nil {
+			fmt.Fprintln(stderr, "mailproxy check:", err)
+			return exitFailure
+		}
+		defer closer.Close()
+		defer a.Close()
+		audit = a
+	}
+	for i, t := range targets {
 		r := checkOne(d, t)
 		if !r.OK {
 			code = exitFailure
+		}
+		if *deepProbe {
+			r.Deep = runDeep(d, t, audit, i+1)
 		}
 		if *asJSON {
 			enc.Encode(r)
 		} else {
 			printCheck(stdout, r)
+			if r.Deep != nil {
+				printDeep(stdout, r.Deep)
+			}
 		}
 	}
 	return code
@@ -185,6 +208,7 @@ func checkOne(d *tlsconf.Dialer, t checkTarget) checkResult {
 	r.Issuer = leaf.Issuer.String()
 	r.Expires = leaf.NotAfter.UTC().Format(time.RFC3339)
 	r.Pin = tlsconf.FormatPin(tlsconf.SPKIHash(leaf))
+	r.Anchor, r.TOFU = up.Facts.AnchorSHA256, up.Facts.TOFU
 	return r
 }
 
@@ -200,4 +224,5 @@ func printCheck(w io.Writer, r checkResult) {
 	fmt.Fprintf(w, "%s  PASS\n", r.Endpoint)
 	fmt.Fprintf(w, "  tls_version  %s\n  cipher       %s\n  group        %s\n", r.TLSVersion, r.Cipher, r.Group)
 	fmt.Fprintf(w, "  subject      %s\n  issuer       %s\n  expires      %s\n  pin          %s\n", r.Subject, r.Issuer, r.Expires, r.Pin)
+	fmt.Fprintf(w, "  anchor       %s\n  tofu         %s\n", r.Anchor, r.TOFU)
 }

@@ -58,7 +58,7 @@ func TestLocalTLSWithExportedCertificate(t *testing.T) {
 	}
 	defer prov.Close()
 	xdg := t.TempDir()
-	env := append(os.Environ(), "XDG_CONFIG_HOME="+xdg)
+	env := append(os.Environ(), "XDG_CONFIG_HOME="+xdg, "XDG_DATA_HOME="+t.TempDir())
 
 	imapAddr, pop3Addr, smtpAddr := freeAddr(t), freeAddr(t), freeAddr(t)
 	conf := writeFile(t, "local.toml", fmt.Sprintf(`[[provider]]

@@ -50,6 +50,7 @@ func commands() []command {
 		{"report", "AUDITFILE", "summarise an audit log: sessions, TLS seen, refusals", func() *flag.FlagSet { return newReportFlags(io.Discard).fs }, reportCmd},
 		{"authorize", "ACCOUNT", "OAuth2: authorize mailproxy at a provider for ACCOUNT and set the local password apps use", func() *flag.FlagSet { return newAuthorizeFlags(io.Discard).fs }, authorizeCmd},
 		{"tokens", "[remove [-provider NAME] ACCOUNT]", "list the stored OAuth2 authorizations (no secrets), or remove one", func() *flag.FlagSet { return newTokensFlags(io.Discard).fs }, tokensCmd},
+		{"trust", "[accept HOST | forget HOST]", "list the remembered trust anchors (trust on first use), accept a changed one, or forget one", func() *flag.FlagSet { return newTrustFlags(io.Discard).fs }, trustCmd},
 		{"demo", "", "a local demo provider behind mailproxy", func() *flag.FlagSet { return newDemoFlags(io.Discard).fs }, demoCmd},
 		{"cert", "", "print the local TLS certificate (creating it once)", func() *flag.FlagSet { return newCertFlags(io.Discard).fs }, certCmd},
 		{"config check", "", "validate a configuration file", func() *flag.FlagSet { return newConfigCheckFlags(io.Discard).fs }, configCheckCmd},

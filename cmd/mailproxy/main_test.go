@@ -103,6 +103,7 @@ func tlsServer(t *testing.T, cfg *tls.Config) string {
 
 func TestCheck(t *testing.T) {
 	t.Setenv("XDG_CONFIG_HOME", t.TempDir()) // no default configuration
+	t.Setenv("XDG_DATA_HOME", t.TempDir())   // a trust store for this test's CA
 	pki := testkit.NewPKI(t)
 	addr := tlsServer(t, pki.ServerConfig())
 	conf := writeFile(t, "check.toml", fmt.Sprintf(`[[provider]]
@@ -146,6 +147,7 @@ provider = "local"
 }
 
 func TestCheckRefusalReason(t *testing.T) {
+	t.Setenv("XDG_DATA_HOME", t.TempDir())
 	pki := testkit.NewPKI(t)
 	// A server offering only TLS 1.2 RSA key exchange.
 	cfg := pki.ServerConfig()
@@ -286,7 +288,15 @@ func buildBinary(t *testing.T) string {
 }
 
 func TestMain(m *testing.M) {
+	// Never the user's data folder (trust store): a temporary one, which
+	// the processes the tests start inherit.
+	data, err := os.MkdirTemp("", "mailproxy-data")
+	if err != nil {
+		panic(err)
+	}
+	os.Setenv("XDG_DATA_HOME", data)
 	code := m.Run()
+	os.RemoveAll(data)
 	if binPath != "" {
 		os.RemoveAll(filepath.Dir(binPath))
 	}

@@ -83,11 +83,16 @@ func runCmd(args []string, stdout, stderr io.Writer) int {
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sig)
 
-	dialer := &tlsconf.Dialer{}
+	store, err := openTrust()
+	if err != nil {
+		fmt.Fprintln(stderr, "mailproxy: the trust store:", err)
+		return exitFailure
+	}
+	dialer := &tlsconf.Dialer{Trust: store}
 	srv := &proxy.Server{Audit: audit, Dialer: dialer, Fronts: fronts(), LocalTLS: localTLS(c)}
-	if store, err := tokenStore(); err == nil {
+	if tokens, err := tokenStore(); err == nil {
 		// OAuth2 providers' logins; without a data folder they fail.
-		srv.Grants = &grant.Tokens{Store: store, Dialer: dialer}
+		srv.Grants = &grant.Tokens{Store: tokens, Dialer: dialer}
 	}
 	page := &status.Server{Collector: collector, Snapshot: srv.Snapshot, Audit: audit}
 	defer page.Close()

@@ -10,6 +10,7 @@ import (
 
 // `mailproxy check` goes through a provider's SOCKS5 proxy too.
 func TestCheckThroughSOCKS(t *testing.T) {
+	t.Setenv("XDG_DATA_HOME", t.TempDir()) // its own CA on 127.0.0.1: its own trust store
 	pki := testkit.NewPKI(t)
 	addr := tlsServer(t, pki.ServerConfig())
 	socks := testkit.NewSOCKS5(t, nil)

@@ -25,6 +25,10 @@ import (
 type CA struct {
 	Cert *x509.Certificate
 	Key  crypto.Signer
+	// chain is the DER of this CA (when it is an intermediate) and of the
+	// intermediates above it, sent after the leaf by the certificates it
+	// issues.
+	chain [][]byte
 }
 
 // NewCA makes a CA named name, valid from an hour ago for ten years.
@@ -51,6 +55,34 @@ func NewCA(name string) (*CA, error) {
 		return nil, err
 	}
 	return &CA{Cert: cert, Key: key}, nil
+}
+
+// Intermediate makes a CA named name signed by ca. Certificates it issues
+// carry the intermediates in their chain, so that a server sending them is
+// verified against ca's root.
+func (ca *CA) Intermediate(name string) (*CA, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial(),
+		Subject:               pkix.Name{CommonName: name, Organization: []string{"mailproxy test"}},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(5 * 365 * 24 * time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, key.Public(), ca.Key)
+	if err != nil {
+		return nil, err
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, err
+	}
+	return &CA{Cert: cert, Key: key, chain: append([][]byte{der}, ca.chain...)}, nil
 }
 
 // Pool returns a pool holding only the CA.
@@ -84,7 +116,9 @@ type Leaf struct {
 
 // Issue makes a server certificate signed by the CA.
 func (ca *CA) Issue(l Leaf) (tls.Certificate, error) {
-	return issue(l, ca.Cert, ca.Key)
+	c, err := issue(l, ca.Cert, ca.Key)
+	c.Certificate = append(c.Certificate, ca.chain...)
+	return c, err
 }
 
 // SelfSigned makes a server certificate that signs itself.
