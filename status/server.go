@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/net/netutil"
 
 	"mailproxy/policy"
 	"mailproxy/proxy"
@@ -28,7 +29,11 @@ const (
 	readTimeout       = 10 * time.Second
 	writeTimeout      = 30 * time.Second
 	idleTimeout       = 60 * time.Second
-	maxHeaderBytes    = 16 << 10
+	// maxConns bounds the connections served at once, so that a local
+	// program opening socket after socket holds at most this many
+	// goroutines and buffers; the rest wait in the kernel's backlog.
+	maxConns       = 32
+	maxHeaderBytes = 16 << 10
 )
 
 // Server serves the status page (/) and the metrics (/metrics) on one
@@ -188,7 +193,7 @@ func (s *Server) bind(address string, access policy.Access) (*binding, error) {
 
 func (b *binding) serve() {
 	defer close(b.done)
-	if err := b.srv.Serve(b.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	if err := b.srv.Serve(netutil.LimitListener(b.ln, maxConns)); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		// The listener failed (not closed by us): nothing to serve on.
 		b.ln.Close()
 	}

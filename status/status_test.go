@@ -1,14 +1,17 @@
 package status_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"regexp"
 	"strings"
 	"sync"
@@ -439,5 +442,37 @@ func TestStatusPageMoves(t *testing.T) {
 	p.Commit()
 	if r.page.Addr() != "" {
 		t.Errorf("the page is still at %s", r.page.Addr())
+	}
+}
+
+// TestStatusPageConnectionsBounded: a program that opens socket after
+// socket and says nothing gets at most maxConns of them served; the page
+// answers again as soon as one is given up.
+func TestStatusPageConnectionsBounded(t *testing.T) {
+	r := start(t, policy.Access{Loopback: true})
+	var idle []net.Conn
+	for range status.MaxConns {
+		c, err := net.Dial("tcp", r.page.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		idle = append(idle, c)
+	}
+	c, err := net.Dial("tcp", r.page.Addr()) // the kernel's backlog takes it
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", r.page.Addr())
+	c.SetReadDeadline(time.Now().Add(time.Second))
+	if n, err := c.Read(make([]byte, 1)); n > 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("connection %d was served (%d bytes, %v)", status.MaxConns+1, n, err)
+	}
+	idle[0].Close()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "HTTP/1.1 200") {
+		t.Fatalf("after one closed: %q, %v", line, err)
 	}
 }

@@ -1,0 +1,4 @@
+package status
+
+// MaxConns is maxConns, for the tests.
+const MaxConns = maxConns
