@@ -6,3 +6,10 @@ func (t *Tokens) Remembered() int {
 	defer t.mu.Unlock()
 	return len(t.accounts)
 }
+
+// FailSaves makes every Store.Save fail with err until the returned
+// function is called.
+func FailSaves(err error) (restore func()) {
+	testHookSave = func() error { return err }
+	return func() { testHookSave = nil }
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"net/http"
 	"os"
@@ -514,5 +515,43 @@ func TestTokensRecordReplaced(t *testing.T) {
 	}
 	if _, err := e.token(t, "another local password"); !errors.As(err, &ae) || !strings.Contains(ae.Text, "no OAuth2 authorization") {
 		t.Fatalf("after removal: %v", err)
+	}
+}
+
+// TestTokensRotatedButNotStored: the provider rotated the refresh token
+// and the disk refused the new record. The login goes on, the audit says
+// the grant is in memory only, and the next refresh uses the rotated token
+// (the old one is dead at the server) and writes the record at last.
+func TestTokensRotatedButNotStored(t *testing.T) {
+	e := newEnv(t)
+	e.as.Rotate = true
+	e.authorize(t)
+	before, _ := os.ReadFile(filepath.Join(e.store.Dir, mustOne(t, e.store.Dir)))
+	restore := grant.FailSaves(errors.New("no space left on device"))
+	tok, err := e.token(t, local)
+	restore()
+	if err != nil {
+		t.Fatalf("the login failed although the token is good: %v", err)
+	}
+	if after, _ := os.ReadFile(filepath.Join(e.store.Dir, mustOne(t, e.store.Dir))); !bytes.Equal(before, after) {
+		t.Fatal("the record changed although Save failed")
+	}
+	ev := e.audit.Find(t, policy.EventOAuth2Token)
+	if len(ev) != 1 || ev[0]["result"] != "refreshed" || !strings.Contains(fmt.Sprint(ev[0]["error"]), "kept in memory") {
+		t.Fatalf("oauth2.token events: %v", ev)
+	}
+	// The provider refuses the access token: the next login must refresh
+	// with the rotated refresh token, which only memory holds.
+	e.tokens.Rejected(e.route(), tok)
+	if _, err := e.token(t, local); err != nil {
+		t.Fatalf("refresh with the rotated token held in memory: %v", err)
+	}
+	if e.as.Count("refresh") != 2 {
+		t.Fatalf("%d refreshes", e.as.Count("refresh"))
+	}
+	// Written now: a new process (an empty Tokens) opens it and refreshes.
+	fresh := &grant.Tokens{Store: e.store, Dialer: e.tokens.Dialer}
+	if _, err := fresh.AccessToken(context.Background(), e.route(), proxy.NewSecret(local), e.sa); err != nil {
+		t.Fatalf("the record on disk after the retry: %v", err)
 	}
 }

@@ -21,6 +21,10 @@ type Store struct {
 	Dir string
 }
 
+// testHookSave, when set (by tests), runs first in Save; its error is
+// Save's: a full disk, a read-only folder.
+var testHookSave func() error
+
 // ext ends every record's file name.
 const ext = ".grant"
 
@@ -51,6 +55,11 @@ func (s *Store) Load(provider, account string) (*Record, error) {
 
 // Save writes r, replacing any record of the same account and provider.
 func (s *Store) Save(r *Record) error {
+	if testHookSave != nil {
+		if err := testHookSave(); err != nil {
+			return err
+		}
+	}
 	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
 		return fmt.Errorf("creating the token store: %w", err)
 	}

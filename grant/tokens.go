@@ -78,6 +78,12 @@ type account struct {
 	password [sha256.Size]byte
 	record   [sha256.Size]byte
 	revoked  [sha256.Size]byte
+	// unsaved is a record holding a rotated refresh token that could not
+	// be written (a full disk, a read-only folder), in place of the one
+	// on disk whose sealed text hashes to unsavedOver; it is used, and
+	// written again, while the disk still holds that one.
+	unsaved     *Record
+	unsavedOver [sha256.Size]byte
 }
 
 // expiryMargin is how long before its expiry a token is no longer used.
@@ -158,6 +164,17 @@ func (t *Tokens) AccessToken(ctx context.Context, route policy.Route, password p
 		return proxy.Secret{}, &proxy.AuthError{Text: fmt.Sprintf("mailproxy's stored authorization for %s is damaged (%v): %s", user, err, authorizeHint(p.Name, user))}
 	}
 	sealed := sha256.Sum256(rec.Sealed)
+	if a.unsaved != nil {
+		if sealed == a.unsavedOver {
+			// The rotated grant only memory holds is the current one.
+			rec, sealed = a.unsaved, sha256.Sum256(a.unsaved.Sealed)
+			if t.Store.Save(rec) == nil {
+				a.unsaved = nil
+			}
+		} else {
+			a.unsaved = nil // authorized again, or removed, since
+		}
+	}
 	if a.access != (proxy.Secret{}) && now.Before(a.expiry) && hmac.Equal(pw[:], a.password[:]) && sealed == a.record {
 		return a.access, nil
 	}
@@ -205,10 +222,19 @@ func (t *Tokens) AccessToken(ctx context.Context, route policy.Route, password p
 		return proxy.Secret{}, err
 	}
 	if err := t.Store.Save(rec); err != nil {
-		audit.OAuth2Token(p.Name, user, policy.TokenFailed, 0)
-		return proxy.Secret{}, fmt.Errorf("storing the refreshed grant of %s: %w", user, err)
+		// The token is good, so the login goes on. A rotated refresh
+		// token is the grant now (the provider may have retired the old
+		// one): memory keeps it, and every login tries to write it again
+		// (a restart before that loses it, and says so in the audit).
+		// Without a rotation the record on disk still holds the grant.
+		if rotated {
+			a.unsaved, a.unsavedOver = rec, sealed
+		}
+		audit.OAuth2TokenNotStored(p.Name, user, tok.ExpiresIn, rotated, err)
+	} else {
+		a.unsaved = nil
+		audit.OAuth2Token(p.Name, user, policy.TokenRefreshed, tok.ExpiresIn)
 	}
-	audit.OAuth2Token(p.Name, user, policy.TokenRefreshed, tok.ExpiresIn)
 	a.access = proxy.NewSecret(tok.AccessToken)
 	a.password = pw
 	a.record = sha256.Sum256(rec.Sealed)

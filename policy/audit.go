@@ -221,6 +221,17 @@ func (s *SessionAudit) OAuth2Token(provider, account, result string, expiresIn i
 	s.log.Warn(EventOAuth2Token, attrs...)
 }
 
+// OAuth2TokenNotStored is a refresh that worked whose record could not be
+// written back: result refreshed, at WARN, with the error; rotated says
+// the new refresh token is held in memory only until a write succeeds.
+func (s *SessionAudit) OAuth2TokenNotStored(provider, account string, expiresIn int64, rotated bool, err error) {
+	msg := "the refreshed grant could not be stored; the one on disk still holds it: " + oneLine(err.Error())
+	if rotated {
+		msg = "the rotated grant could not be stored: it is kept in memory and written at the next login; if mailproxy stops first, run mailproxy authorize again: " + oneLine(err.Error())
+	}
+	s.log.Warn(EventOAuth2Token, "account", Escape(account), "provider", provider, "result", TokenRefreshed, "expires_in", expiresIn, "error", msg)
+}
+
 // Escape makes text the app chose (a user name) safe to show in one log
 // field: control characters (C0 and C1), other non-graphic runes (line
 // separators, bidirectional overrides), backslashes and invalid UTF-8
