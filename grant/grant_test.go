@@ -555,3 +555,54 @@ func TestTokensRotatedButNotStored(t *testing.T) {
 		t.Fatalf("the record on disk after the retry: %v", err)
 	}
 }
+
+// TestTokensBackOff: after three wrong local passwords in a row, no
+// password is tried (no key derivation) until the back-off has passed —
+// not even the right one — and each refusal is on record; a token still
+// cached for the right password is served meanwhile; success resets.
+func TestTokensBackOff(t *testing.T) {
+	e := newEnv(t)
+	clock := time.Now()
+	e.tokens.Now = func() time.Time { return clock }
+	e.authorize(t)
+	if _, err := e.token(t, local); err != nil {
+		t.Fatal(err)
+	}
+	var ae *proxy.AuthError
+	for i := range 3 {
+		if _, err := e.token(t, "guess"); !errors.As(err, &ae) || !strings.Contains(ae.Text, "wrong user name or local password") {
+			t.Fatalf("guess %d: %v", i+1, err)
+		}
+	}
+	// The right password still gets the cached token.
+	if _, err := e.token(t, local); err != nil {
+		t.Fatalf("cached token during the back-off: %v", err)
+	}
+	// Uncached, the right password waits too.
+	e.tokens.Rejected(e.route(), mustToken(t, e))
+	if _, err := e.token(t, local); !errors.As(err, &ae) || !strings.Contains(ae.Text, "try again in") {
+		t.Fatalf("during the back-off: %v", err)
+	}
+	denied := e.audit.Find(t, policy.EventDenied)
+	if len(denied) != 1 || denied[0]["reason"] != "limit" || !strings.Contains(fmt.Sprint(denied[0]["detail"]), "3 wrong local passwords") {
+		t.Fatalf("policy.denied: %v", denied)
+	}
+	clock = clock.Add(2 * time.Second)
+	if _, err := e.token(t, local); err != nil {
+		t.Fatalf("after the back-off: %v", err)
+	}
+	// Reset: the next wrong password is free again.
+	if _, err := e.token(t, "guess"); !errors.As(err, &ae) || strings.Contains(ae.Text, "try again") {
+		t.Fatalf("after a success: %v", err)
+	}
+}
+
+// mustToken is the access token cached for the local password.
+func mustToken(t *testing.T, e *env) proxy.Secret {
+	t.Helper()
+	tok, err := e.token(t, local)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}

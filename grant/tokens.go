@@ -84,6 +84,28 @@ type account struct {
 	// written again, while the disk still holds that one.
 	unsaved     *Record
 	unsavedOver [sha256.Size]byte
+	// failures counts wrong local passwords in a row; from the
+	// freeFailures-th on, no password is tried before retryAt.
+	failures int
+	retryAt  time.Time
+}
+
+// The back-off after wrong local passwords: the password is all that
+// protects the stored grant, and each try costs a key derivation (64 MiB,
+// most of a second of CPU), so a program guessing through many sessions
+// gets one guess per backOffMax once it has made freeFailures. A login
+// whose access token is still cached and whose password matches it is
+// not delayed, so the user's own apps keep working meanwhile.
+const (
+	freeFailures = 3
+	backOffMax   = time.Minute
+)
+
+func backOff(failures int) time.Duration {
+	if failures < freeFailures {
+		return 0
+	}
+	return min(time.Second<<min(failures-freeFailures, 6), backOffMax)
 }
 
 // expiryMargin is how long before its expiry a token is no longer used.
@@ -178,11 +200,19 @@ func (t *Tokens) AccessToken(ctx context.Context, route policy.Route, password p
 	if a.access != (proxy.Secret{}) && now.Before(a.expiry) && hmac.Equal(pw[:], a.password[:]) && sealed == a.record {
 		return a.access, nil
 	}
+	if now.Before(a.retryAt) {
+		wait := a.retryAt.Sub(now).Round(time.Second) + time.Second
+		audit.Denied(policy.Deny(policy.ReasonLimit, "", "%d wrong local passwords in a row for %s: no password is tried for %s", a.failures, policy.Escape(user), wait))
+		return proxy.Secret{}, &proxy.AuthError{Text: fmt.Sprintf("authentication failed: too many wrong local passwords for this account; try again in %s", wait)}
+	}
 	key := rec.DeriveKey(password.Reveal())
 	refresh, err := rec.Open(key)
 	if errors.Is(err, ErrWrongPassword) {
+		a.failures++
+		a.retryAt = now.Add(backOff(a.failures))
 		return proxy.Secret{}, &proxy.AuthError{Text: "authentication failed: wrong user name or local password"}
 	}
+	a.failures, a.retryAt = 0, time.Time{}
 	if err != nil {
 		return proxy.Secret{}, err
 	}
