@@ -284,40 +284,9 @@ func (d *doc) listener(i int, le *ListenEntry, c *Config, add func(*Error)) *pro
 		fail("protocol", "%v", err)
 	}
 	l.Proto = proto
-	host, port, err := net.SplitHostPort(le.Address)
-	if err != nil {
-		fail("address", "%q is not host:port, like \"127.0.0.1:1143\"", le.Address)
-	} else {
-		if host == "localhost" {
-			host = "127.0.0.1"
-		}
-		ip, err := netip.ParseAddr(host)
-		n, perr := strconv.ParseUint(port, 10, 16)
-		switch {
-		case err != nil:
-			fail("address", "%q: the host must be an IP address (127.0.0.1, ::1, or a LAN address)", le.Address)
-		case perr != nil:
-			fail("address", "%q: bad port", le.Address)
-		default:
-			l.Address = netip.AddrPortFrom(ip, uint16(n)).String()
-		}
-	}
-	for _, s := range le.AllowClients {
-		pfx, err := netip.ParsePrefix(s)
-		if err != nil {
-			ip, ierr := netip.ParseAddr(s)
-			if ierr != nil {
-				fail("allow_clients", "%q is not a CIDR like 192.168.1.0/24", s)
-				continue
-			}
-			pfx = netip.PrefixFrom(ip, ip.BitLen())
-		}
-		l.Access.AllowClients = append(l.Access.AllowClients, pfx.Masked())
-	}
-	l.Access.Loopback = l.Address != "" && loopbackAddress(l.Address) && len(le.AllowClients) == 0
-	if l.Address != "" && !loopbackAddress(l.Address) && len(le.AllowClients) == 0 {
-		fail("address", "%s is not a loopback address: a LAN listener needs allow_clients (CIDRs of the machines that may use it)", le.Address)
-	}
+	var clients policy.Access
+	l.Address, clients = localAccess(le.Address, le.AllowClients, "127.0.0.1:1143", true, "a LAN listener needs allow_clients (CIDRs of the machines that may use it)", fail)
+	l.Access.Loopback, l.Access.AllowClients = clients.Loopback, clients.AllowClients
 	switch proxy.LocalSecurity(le.LocalSecurity) {
 	case "", proxy.LocalNone:
 	case proxy.LocalSTARTTLS, proxy.LocalTLS:
@@ -361,4 +330,47 @@ func (d *doc) listener(i int, le *ListenEntry, c *Config, add func(*Error)) *pro
 		return nil
 	}
 	return l
+}
+
+// localAccess reads a local address ("127.0.0.1:1143"; "localhost" is
+// 127.0.0.1) and its allow_clients CIDRs, as a listener and the status
+// page take them: a non-loopback address needs allow_clients (lanNeeds
+// says why); with none, only this machine is admitted (Loopback). An
+// address that does not parse is "", after fail.
+func localAccess(raw string, allow []string, example string, portZero bool, lanNeeds string, fail func(k, format string, args ...any)) (string, policy.Access) {
+	var addr string
+	var a policy.Access
+	host, port, err := net.SplitHostPort(raw)
+	if host == "localhost" {
+		host = "127.0.0.1"
+	}
+	ip, ierr := netip.ParseAddr(host)
+	n, perr := strconv.ParseUint(port, 10, 16)
+	switch {
+	case err != nil:
+		fail("address", "%q is not host:port, like %q", raw, example)
+	case ierr != nil:
+		fail("address", "%q: the host must be an IP address (127.0.0.1, ::1, or a LAN address)", raw)
+	case perr != nil || (n == 0 && !portZero):
+		fail("address", "%q: bad port", raw)
+	default:
+		addr = netip.AddrPortFrom(ip, uint16(n)).String()
+	}
+	for _, s := range allow {
+		pfx, err := netip.ParsePrefix(s)
+		if err != nil {
+			ip, ierr := netip.ParseAddr(s)
+			if ierr != nil {
+				fail("allow_clients", "%q is not a CIDR like 192.168.1.0/24", s)
+				continue
+			}
+			pfx = netip.PrefixFrom(ip, ip.BitLen())
+		}
+		a.AllowClients = append(a.AllowClients, pfx.Masked())
+	}
+	a.Loopback = addr != "" && loopbackAddress(addr) && len(allow) == 0
+	if addr != "" && !loopbackAddress(addr) && len(allow) == 0 {
+		fail("address", "%s is not a loopback address: %s", raw, lanNeeds)
+	}
+	return addr, a
 }
