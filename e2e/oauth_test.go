@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"bytes"
+	"crypto/tls"
 	"fmt"
 	"os"
 	"os/exec"
@@ -16,7 +17,6 @@ import (
 	"time"
 
 	"mailproxy/internal/authserver"
-	"mailproxy/internal/certs"
 )
 
 // The OAuth2 scenario runs beside the password provider, not inside it: a
@@ -27,8 +27,8 @@ import (
 // delivers into the same maildirs. So every password scenario keeps its
 // provider as it was, and this one sees a provider that takes tokens only.
 // The authorization server (internal/authserver) runs in the test process
-// on 127.0.0.1 with a certificate of its own CA, which both Dovecot and
-// mailproxy trust.
+// on 127.0.0.1 with the provider's server certificate, from the CA both
+// Dovecot and mailproxy trust.
 
 // oauthLocal is alice's local password: her apps log in to mailproxy with
 // it; it unlocks the stored grant and never reaches the provider.
@@ -40,7 +40,7 @@ const introspectPass = "e2e-Introspect-Secret-3Wd9"
 type oauthProvider struct {
 	dir        string
 	as         *authserver.Server
-	caFile     string // the provider's CA and the authorization server's
+	caFile     string // the provider's CA, which the authorization server's certificate is from too
 	imaps      int
 	pop3s      int
 	smtps      int
@@ -65,19 +65,16 @@ func startOAuthProvider(t *testing.T, e *env) *oauthProvider {
 			t.Fatal(err)
 		}
 	}
-	ca, err := certs.NewCA("mailproxy e2e authorization server CA")
+	// The token endpoint presents the provider's own server certificate
+	// (valid for 127.0.0.1), as a provider's login and mail hosts share
+	// their CA: trust on first use remembers one anchor per host, and
+	// here both are the host 127.0.0.1.
+	tlsDir := filepath.Join(e.prov.dir, "tls")
+	cert, err := tls.LoadX509KeyPair(filepath.Join(tlsDir, "server.pem"), filepath.Join(tlsDir, "server.key"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	asCA, err := ca.WriteFile(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	os.Chmod(asCA, 0o644)
-	cert, err := ca.Issue(certs.Leaf{Names: []string{"127.0.0.1"}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	asCA := e.prov.caFile
 	as, err := authserver.Start(cert, "mailproxy-e2e", "", alice.name)
 	if err != nil {
 		t.Fatal(err)
@@ -89,13 +86,9 @@ func startOAuthProvider(t *testing.T, e *env) *oauthProvider {
 		t.Fatal(err)
 	}
 	o := &oauthProvider{dir: dir, as: as, imaps: ports[0], pop3s: ports[1], smtps: ports[2],
-		caFile:     filepath.Join(dir, "trust.pem"),
+		caFile:     e.prov.caFile,
 		dovecotLog: &logFile{"dovecot (oauth2 instance)", filepath.Join(dir, "dovecot", "dovecot.log")},
 		postfixLog: &logFile{"postfix (oauth2 instance)", filepath.Join(dir, "postfix", "postfix.log")},
-	}
-	provCA, err := os.ReadFile(e.prov.caFile)
-	if err != nil {
-		t.Fatal(err)
 	}
 	must := func(err error) {
 		t.Helper()
@@ -104,7 +97,6 @@ func startOAuthProvider(t *testing.T, e *env) *oauthProvider {
 			t.Fatal(err)
 		}
 	}
-	must(os.WriteFile(o.caFile, append(provCA, ca.PEM()...), 0o644))
 	pd := e.prov.dir
 	uid := "5000"
 	must(os.WriteFile(filepath.Join(dir, "dovecot", "oauth2.conf.ext"), []byte(fmt.Sprintf(`introspection_mode = post
