@@ -165,3 +165,32 @@ func listenerNames(c *config.Config) []string {
 	}
 	return names
 }
+
+// warnLocalCertChange says, before run replaces the generated local
+// certificate (a listener address it lacks, or expiry within 30 days),
+// which one goes and why: apps that trusted it will refuse the new one,
+// and the user must know to trust that (`mailproxy cert` prints it).
+func warnLocalCertChange(c *config.Config, stderr io.Writer) {
+	generated := false
+	for _, l := range c.Listeners {
+		if l.LocalSecurity != proxy.LocalNone && l.LocalSecurity != "" && l.LocalCert == "" {
+			generated = true
+		}
+	}
+	if !generated {
+		return
+	}
+	ch, file, err := inspectLocalCert(c)
+	if err != nil || !ch.Replaces() {
+		return
+	}
+	var why []string
+	if len(ch.Missing) > 0 {
+		why = append(why, "it does not name "+strings.Join(ch.Missing, ", "))
+	}
+	if ch.Expiring {
+		why = append(why, "it expires on "+ch.Current.Leaf.NotAfter.UTC().Format("2006-01-02"))
+	}
+	fmt.Fprintf(stderr, "mailproxy: replacing the local certificate %s (SHA-256 %s) because %s; apps that trusted it must trust the new one (`mailproxy cert` prints it)\n",
+		file, tlsconf.Fingerprint(ch.Current.Leaf), strings.Join(why, " and "))
+}

@@ -3,6 +3,7 @@ package main
 import (
 	"flag"
 	"fmt"
+	"mailproxy/config"
 	"os"
 	"regexp"
 	"runtime"
@@ -195,6 +196,41 @@ func TestCertNeverReplacedSilently(t *testing.T) {
 	code, out, errOut = run("cert", "-config", b, "-renew")
 	if code != 0 || fingerprint(out) == first || !strings.Contains(out, "Replaced the certificate with SHA-256 "+first) {
 		t.Errorf("cert -renew: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+}
+
+// TestRunSaysItReplacesTheLocalCertificate: run, which renews the
+// generated certificate by itself, names the one it replaces and why, so
+// that the user knows the apps must trust a new one; when nothing changes,
+// or no listener serves the generated certificate, it says nothing.
+func TestRunSaysItReplacesTheLocalCertificate(t *testing.T) {
+	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
+	tlsListener := strings.Replace(goodConfig, `address = "127.0.0.1:1143"`, "address = \"127.0.0.1:1143\"\nlocal_security = \"tls\"", 1)
+	a := writeFile(t, "a.toml", tlsListener)
+	if code, _, errOut := run("cert", "-config", a); code != 0 {
+		t.Fatalf("cert: %s", errOut)
+	}
+	load := func(text string) *config.Config {
+		t.Helper()
+		c, err := config.Parse("m.toml", []byte(text))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	var buf strings.Builder
+	warnLocalCertChange(load(tlsListener), &buf)
+	if buf.Len() != 0 {
+		t.Errorf("warned with nothing to replace: %q", buf.String())
+	}
+	moved := strings.Replace(tlsListener, "127.0.0.1:1143", "127.0.0.2:1143", 1)
+	warnLocalCertChange(load(strings.Replace(moved, "local_security = \"tls\"", "", 1)), &buf)
+	if buf.Len() != 0 {
+		t.Errorf("warned for a listener without local TLS: %q", buf.String())
+	}
+	warnLocalCertChange(load(moved), &buf)
+	if got := buf.String(); !strings.Contains(got, "replacing the local certificate") || !strings.Contains(got, "does not name 127.0.0.2") || !strings.Contains(got, "SHA-256 ") {
+		t.Errorf("warning: %q", got)
 	}
 }
 

@@ -101,6 +101,7 @@ func runCmd(args []string, stdout, stderr io.Writer) int {
 		return exitFailure
 	}
 	ctx := context.Background()
+	warnLocalCertChange(c, stderr)
 	if err := srv.Start(ctx, c.Setup()); err != nil {
 		fmt.Fprintln(stderr, "mailproxy:", err)
 		return exitFailure
