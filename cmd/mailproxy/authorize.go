@@ -87,7 +87,7 @@ func authorizeCmd(args []string, stdout, stderr io.Writer) int {
 	defer stop()
 	flow := &grant.Flow{
 		Provider: p,
-		Client:   (&tlsconf.Dialer{}).HTTPClient(p, audit.Session("authorize", policy.HTTPS)),
+		Client:   (&tlsconf.Dialer{Trust: trustOrNil()}).HTTPClient(p, audit.Session("authorize", policy.HTTPS)),
 		Out:      stdout,
 		Open:     desktopOpener(),
 	}
