@@ -13,3 +13,12 @@ func FailSaves(err error) (restore func()) {
 	testHookSave = func() error { return err }
 	return func() { testHookSave = nil }
 }
+
+// OnDerive runs f in a key-derivation slot before each derivation until
+// the returned function is called; KDFSlots is how many there are.
+func OnDerive(f func()) (restore func()) {
+	testHookDerive = f
+	return func() { testHookDerive = nil }
+}
+
+var KDFSlots = cap(kdfSlots)

@@ -606,3 +606,50 @@ func mustToken(t *testing.T, e *env) proxy.Secret {
 	}
 	return tok
 }
+
+// TestKeyDerivationsBounded: logins of many accounts at once derive at
+// most KDFSlots keys at a time (each holds Argon2id's memory), and the
+// others wait their turn rather than fail.
+func TestKeyDerivationsBounded(t *testing.T) {
+	e := newEnv(t)
+	const accounts = 8
+	for i := range accounts {
+		r, _, err := grant.Seal(e.p.Name, fmt.Sprintf("user%d@example.test", i), "refresh-"+fmt.Sprint(i), local, cheap, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.store.Save(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var mu sync.Mutex
+	in, most, total := 0, 0, 0
+	defer grant.OnDerive(func() {
+		mu.Lock()
+		in++
+		total++
+		most = max(most, in)
+		mu.Unlock()
+		time.Sleep(50 * time.Millisecond)
+		mu.Lock()
+		in--
+		mu.Unlock()
+	})()
+	var wg sync.WaitGroup
+	for i := range accounts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			route := e.route()
+			route.User = fmt.Sprintf("user%d@example.test", i)
+			var ae *proxy.AuthError
+			if _, err := e.tokens.AccessToken(context.Background(), route, proxy.NewSecret("wrong"), e.sa); !errors.As(err, &ae) {
+				t.Errorf("%s: %v", route.User, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if total != accounts || most > 2 || most > grant.KDFSlots || most < 2 { // 2: the bound the docs state
+		t.Fatalf("%d derivations, at most %d at once; want %d, at most %d", total, most, accounts, grant.KDFSlots)
+	}
+}

@@ -101,6 +101,30 @@ const (
 	backOffMax   = time.Minute
 )
 
+// kdfSlots bounds the key derivations running at once, whatever the
+// number of accounts: each holds the record's Argon2id memory (64 MiB by
+// default) for most of a second, so the sum is what must be bounded.
+var kdfSlots = make(chan struct{}, 2)
+
+// testHookDerive, when set (by tests), runs in a slot before each
+// derivation.
+var testHookDerive func()
+
+// derive derives rec's key from password in one of kdfSlots, waiting for
+// one no longer than ctx allows.
+func derive(ctx context.Context, rec *Record, password proxy.Secret) (Key, error) {
+	select {
+	case kdfSlots <- struct{}{}:
+	case <-ctx.Done():
+		return Key{}, fmt.Errorf("waiting to check the local password: %w", ctx.Err())
+	}
+	defer func() { <-kdfSlots }()
+	if testHookDerive != nil {
+		testHookDerive()
+	}
+	return rec.DeriveKey(password.Reveal()), nil
+}
+
 func backOff(failures int) time.Duration {
 	if failures < freeFailures {
 		return 0
@@ -205,7 +229,10 @@ func (t *Tokens) AccessToken(ctx context.Context, route policy.Route, password p
 		audit.Denied(policy.Deny(policy.ReasonLimit, "", "%d wrong local passwords in a row for %s: no password is tried for %s", a.failures, policy.Escape(user), wait))
 		return proxy.Secret{}, &proxy.AuthError{Text: fmt.Sprintf("authentication failed: too many wrong local passwords for this account; try again in %s", wait)}
 	}
-	key := rec.DeriveKey(password.Reveal())
+	key, err := derive(ctx, rec, password)
+	if err != nil {
+		return proxy.Secret{}, err
+	}
 	refresh, err := rec.Open(key)
 	if errors.Is(err, ErrWrongPassword) {
 		a.failures++
