@@ -95,7 +95,7 @@ func (d *doc) decodeTable(table, path, who string, t map[string]any, dst reflect
 				display += " (" + who + ")"
 			}
 			d.bad[p] = true
-			errs = append(errs, d.at(p, display, "%s, not %s", err, describe(raw)))
+			errs = append(errs, d.at(p, display, "%s, not %s", err, shown(key, raw)))
 		}
 	}
 	return errs
@@ -161,6 +161,31 @@ func assign(dst reflect.Value, v any) (want string) {
 		return "unsupported field" // a File field of a kind decode does not know
 	}
 	return ""
+}
+
+// secretKeys hold credentials: a message about a value of the wrong type
+// names its type only, never the value.
+var secretKeys = map[string]bool{"via_password": true, "client_secret": true}
+
+// shown is how a message shows the value of key: described, or for a
+// secret key only its kind.
+func shown(key string, v any) string {
+	if !secretKeys[key] {
+		return describe(v)
+	}
+	switch v.(type) {
+	case string:
+		return "a string"
+	case int64, float64:
+		return "a number"
+	case bool:
+		return "true or false"
+	case []any:
+		return "a list"
+	case map[string]any:
+		return "a table"
+	}
+	return "a date or time"
 }
 
 // describe names a TOML value's type and shows it, for messages.

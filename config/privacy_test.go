@@ -121,3 +121,41 @@ func TestMaxHeaderBlock(t *testing.T) {
 		t.Error("max_header_block = 100 accepted")
 	}
 }
+
+// TestSecretValuesNeverShown: a SOCKS password or client secret of the
+// wrong type, or inside a URL, is refused without its value in the message.
+func TestSecretValuesNeverShown(t *testing.T) {
+	doc := `[[provider]]
+name = "example"
+hosts = ["mail.example.com", "login.example.com"]
+imap = "imaps://mail.example.com:993"
+via = "socks5h://me:UrlSecret1@127.0.0.1:9050"
+via_user = "u"
+via_password = 918273645
+[provider.oauth2]
+client_id = "x"
+client_secret = ["ListSecret2"]
+auth_url = "https://id:UrlSecret3@login.example.com/a"
+token_url = "https://login.example.com/t"
+scopes = ["s"]
+
+[[listen]]
+protocol = "imap"
+address = "127.0.0.1:1143"
+provider = "example"
+`
+	_, err := Parse("m.toml", []byte(doc))
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	for _, secret := range []string{"918273645", "ListSecret2", "UrlSecret1", "UrlSecret3"} {
+		if strings.Contains(err.Error(), secret) {
+			t.Errorf("the message shows %s:\n%v", secret, err)
+		}
+	}
+	for _, key := range []string{"via_password", "oauth2.client_secret", "via ", "auth_url"} {
+		if !strings.Contains(err.Error(), key) {
+			t.Errorf("no error about %s:\n%v", key, err)
+		}
+	}
+}

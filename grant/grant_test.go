@@ -653,3 +653,23 @@ func TestKeyDerivationsBounded(t *testing.T) {
 		t.Fatalf("%d derivations, at most %d at once; want %d, at most %d", total, most, accounts, grant.KDFSlots)
 	}
 }
+
+// TestTokenEndpointNonsenseNotQuoted: a token endpoint that answers 200
+// with something that is not a token response (here the access token as a
+// number, which encoding/json's error would quote) fails the login
+// without any of the answer in the error or the audit.
+func TestTokenEndpointNonsenseNotQuoted(t *testing.T) {
+	e := newEnv(t)
+	e.authorize(t)
+	e.as.LieNext(`{"access_token": 918273645, "token_type": "Bearer", "refresh_token": "R-0x51"}`)
+	_, err := e.token(t, local)
+	var pe *proxy.ProviderError
+	if !errors.As(err, &pe) || !strings.Contains(err.Error(), "could not be read") {
+		t.Fatalf("got %v", err)
+	}
+	for _, secret := range []string{"918273645", "R-0x51"} {
+		if strings.Contains(err.Error(), secret) || strings.Contains(e.audit.String(), secret) {
+			t.Errorf("%s shown: %v", secret, err)
+		}
+	}
+}

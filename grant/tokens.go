@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net/http"
+	"net/url"
 	"os"
 	"sync"
 	"time"
@@ -317,7 +318,16 @@ func tokenError(what string, err error) error {
 		}
 		return &proxy.ProviderError{Msg: fmt.Sprintf("the provider's token endpoint %s (%s, %s)", what, proxy.Printable(code, 60), proxy.Printable(status, 60))}
 	}
-	return fmt.Errorf("the provider's token endpoint: %w", err)
+	// The request did not get through (refused by the policy, unreachable,
+	// timed out): *url.Error names only the configured URL and the cause.
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return fmt.Errorf("the provider's token endpoint: %w", err)
+	}
+	// Anything else is x/oauth2 failing to read a successful answer, and
+	// its text may quote part of the answer (a JSON error names a number
+	// it found where a token was due): not shown.
+	return &proxy.ProviderError{Msg: fmt.Sprintf("the provider's token endpoint %s: its answer could not be read as a token response", what)}
 }
 
 // Rejected implements proxy.Grants: the provider refused token, so the

@@ -38,18 +38,21 @@ type OAuth2 struct {
 // allowlist (a *Denied with reason non_provider_host otherwise).
 func (p *Provider) OAuth2Endpoint(raw string) (Endpoint, error) {
 	u, err := url.Parse(raw)
-	if err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil || u.Fragment != "" {
-		return Endpoint{}, fmt.Errorf("%q is not an https URL like https://login.example.com/token", raw)
+	if err == nil && u.User != nil {
+		return Endpoint{}, fmt.Errorf("%q: an OAuth2 endpoint carries no user name or password (client_id and client_secret are keys of their own)", RedactURL(raw))
+	}
+	if err != nil || u.Scheme != "https" || u.Host == "" || u.Fragment != "" {
+		return Endpoint{}, fmt.Errorf("%q is not an https URL like https://login.example.com/token", RedactURL(raw))
 	}
 	host := NormalizeHost(u.Hostname())
 	if !validHostName(host) {
-		return Endpoint{}, fmt.Errorf("%q: %q is not a valid host name", raw, u.Hostname())
+		return Endpoint{}, fmt.Errorf("%q: %q is not a valid host name", RedactURL(raw), u.Hostname())
 	}
 	port := uint16(443)
 	if s := u.Port(); s != "" {
 		n, err := strconv.ParseUint(s, 10, 16)
 		if err != nil || n == 0 {
-			return Endpoint{}, fmt.Errorf("%q: bad port %q", raw, s)
+			return Endpoint{}, fmt.Errorf("%q: bad port %q", RedactURL(raw), s)
 		}
 		port = uint16(n)
 	}

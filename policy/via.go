@@ -38,7 +38,7 @@ type Via struct {
 func ParseVia(raw string) (*Via, error) {
 	u, err := url.Parse(raw)
 	if err != nil || u.Opaque != "" || u.Host == "" {
-		return nil, fmt.Errorf("%q is not a proxy URL like socks5h://127.0.0.1:9050", raw)
+		return nil, fmt.Errorf("%q is not a proxy URL like socks5h://127.0.0.1:9050", RedactURL(raw))
 	}
 	v := &Via{}
 	switch u.Scheme {
@@ -46,13 +46,13 @@ func ParseVia(raw string) (*Via, error) {
 		v.RemoteDNS = true
 	case "socks5":
 	default:
-		return nil, fmt.Errorf("%q: unknown scheme %q (want socks5h, where the proxy resolves names, or socks5)", raw, u.Scheme)
+		return nil, fmt.Errorf("%q: unknown scheme %q (want socks5h, where the proxy resolves names, or socks5)", RedactURL(raw), u.Scheme)
 	}
 	if u.User != nil {
-		return nil, fmt.Errorf("%q: put SOCKS credentials in via_user and via_password, not in the URL", redactVia(u))
+		return nil, fmt.Errorf("%q: put SOCKS credentials in via_user and via_password, not in the URL", RedactURL(raw))
 	}
 	if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
-		return nil, fmt.Errorf("%q: a proxy is scheme://address:port and nothing else", raw)
+		return nil, fmt.Errorf("%q: a proxy is scheme://address:port and nothing else", RedactURL(raw))
 	}
 	host := u.Hostname()
 	if host == "localhost" {
@@ -60,20 +60,14 @@ func ParseVia(raw string) (*Via, error) {
 	}
 	ip, err := netip.ParseAddr(host)
 	if err != nil || ip.Zone() != "" {
-		return nil, fmt.Errorf("%q: the proxy must be an IP address, like 127.0.0.1", raw)
+		return nil, fmt.Errorf("%q: the proxy must be an IP address, like 127.0.0.1", RedactURL(raw))
 	}
 	n, err := strconv.ParseUint(u.Port(), 10, 16)
 	if err != nil || n == 0 {
-		return nil, fmt.Errorf("%q: the proxy needs a port, like :9050 for Tor", raw)
+		return nil, fmt.Errorf("%q: the proxy needs a port, like :9050 for Tor", RedactURL(raw))
 	}
 	v.Addr = netip.AddrPortFrom(ip.Unmap(), uint16(n))
 	return v, nil
-}
-
-func redactVia(u *url.URL) string {
-	c := *u
-	c.User = nil
-	return c.String()
 }
 
 // String is the proxy as a URL, without credentials: what the audit log

@@ -14,6 +14,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"sync"
@@ -57,6 +58,7 @@ type Server struct {
 	polls    []time.Time
 	secrets  []string // every code, token and verifier seen, for secret scans
 	failNext string   // an error code the next token request answers
+	lieNext  string   // a 200 answer the next token request gets instead
 }
 
 type codeGrant struct {
@@ -145,6 +147,14 @@ func (s *Server) FailNext(code string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.failNext = code
+}
+
+// LieNext makes the next token request get body, as JSON with status 200,
+// whatever it asked: a provider that answers nonsense.
+func (s *Server) LieNext(body string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.lieNext = body
 }
 
 // Count returns how many requests of a kind were served: "authorize",
@@ -260,6 +270,13 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	defer s.mu.Unlock()
 	if !s.clientOK(r) {
 		oauthError(w, http.StatusUnauthorized, "invalid_client")
+		return
+	}
+	if s.lieNext != "" {
+		body := s.lieNext
+		s.lieNext = ""
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, body)
 		return
 	}
 	if s.failNext != "" {

@@ -1,0 +1,21 @@
+package policy
+
+import "strings"
+
+// RedactURL is raw, a URL as a user wrote it, for an error message: a user
+// name and password in its authority ("socks5h://me:secret@127.0.0.1")
+// become "…" (everything up to the last "@"). It works on the text, so that a URL that does not even
+// parse is shown without its credentials too.
+func RedactURL(raw string) string {
+	// Up to the last "@" anywhere: a password may hold "/", "?", "#" or
+	// "://", and these endpoints have no reason to hold an "@" elsewhere.
+	at := strings.LastIndexByte(raw, '@')
+	if at < 0 {
+		return raw
+	}
+	start := 0
+	if i := strings.Index(raw[:at], "://"); i >= 0 {
+		start = i + 3
+	}
+	return raw[:start] + "…" + raw[at:]
+}
