@@ -33,34 +33,18 @@ type CA struct {
 
 // NewCA makes a CA named name, valid from an hour ago for ten years.
 func NewCA(name string) (*CA, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial(),
-		Subject:               pkix.Name{CommonName: name, Organization: []string{"mailproxy test"}},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(10 * 365 * 24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		return nil, err
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, err
-	}
-	return &CA{Cert: cert, Key: key}, nil
+	return newCA(name, 10, nil)
 }
 
 // Intermediate makes a CA named name signed by ca. Certificates it issues
 // carry the intermediates in their chain, so that a server sending them is
 // verified against ca's root.
 func (ca *CA) Intermediate(name string) (*CA, error) {
+	return newCA(name, 5, ca)
+}
+
+// newCA makes a CA valid for years, signed by parent (nil: by itself).
+func newCA(name string, years int, parent *CA) (*CA, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, err
@@ -69,12 +53,16 @@ func (ca *CA) Intermediate(name string) (*CA, error) {
 		SerialNumber:          serial(),
 		Subject:               pkix.Name{CommonName: name, Organization: []string{"mailproxy test"}},
 		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(5 * 365 * 24 * time.Hour),
+		NotAfter:              time.Now().Add(time.Duration(years) * 365 * 24 * time.Hour),
 		IsCA:                  true,
 		BasicConstraintsValid: true,
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, key.Public(), ca.Key)
+	signer, signerKey := tmpl, crypto.Signer(key)
+	if parent != nil {
+		signer, signerKey = parent.Cert, parent.Key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, signer, key.Public(), signerKey)
 	if err != nil {
 		return nil, err
 	}
@@ -82,7 +70,11 @@ func (ca *CA) Intermediate(name string) (*CA, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &CA{Cert: cert, Key: key, chain: append([][]byte{der}, ca.chain...)}, nil
+	ca := &CA{Cert: cert, Key: key}
+	if parent != nil {
+		ca.chain = append([][]byte{der}, parent.chain...)
+	}
+	return ca, nil
 }
 
 // Pool returns a pool holding only the CA.
