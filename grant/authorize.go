@@ -13,6 +13,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"mailproxy/policy"
+	"mailproxy/proxy"
 )
 
 // Flow is one authorization of mailproxy by the user at provider's
@@ -85,7 +86,7 @@ func (f *Flow) Loopback(ctx context.Context) (*oauth2.Token, error) {
 			}
 			res := result{code: q.Get("code")}
 			if e := q.Get("error"); e != "" || res.code == "" {
-				res = result{err: fmt.Errorf("the provider did not authorize mailproxy (%s)", policy.Escape(clip(e)))}
+				res = result{err: fmt.Errorf("the provider did not authorize mailproxy (%s)", policy.Escape(proxy.Printable(e, 40)))}
 				fmt.Fprintln(w, "mailproxy was not authorized. You may close this page.")
 			} else {
 				fmt.Fprintln(w, "mailproxy is authorized. You may close this page and go back to the terminal.")

@@ -673,3 +673,49 @@ func TestTokenEndpointNonsenseNotQuoted(t *testing.T) {
 		}
 	}
 }
+
+// TestKeyDerivationSlotTimeout: a login that finds every derivation slot
+// busy until its time is up is refused, as an authentication failure the
+// app understands, and the refusal is on record (limit).
+func TestKeyDerivationSlotTimeout(t *testing.T) {
+	e := newEnv(t)
+	routes := make([]policy.Route, grant.KDFSlots+1) // one account each: no account lock shared
+	for i := range routes {
+		routes[i] = e.route()
+		routes[i].User = fmt.Sprintf("slot%d@example.test", i)
+		r, _, err := grant.Seal(e.p.Name, routes[i].User, "refresh-x", local, cheap, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.store.Save(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	release := make(chan struct{})
+	busy := make(chan struct{}, len(routes))
+	defer grant.OnDerive(func() { busy <- struct{}{}; <-release })()
+	var wg sync.WaitGroup
+	for _, r := range routes[1:] {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			e.tokens.AccessToken(context.Background(), r, proxy.NewSecret("wrong"), e.sa)
+		}()
+	}
+	for range grant.KDFSlots {
+		<-busy
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	_, err := e.tokens.AccessToken(ctx, routes[0], proxy.NewSecret(local), e.sa)
+	close(release)
+	wg.Wait()
+	var ae *proxy.AuthError
+	if !errors.As(err, &ae) || !strings.Contains(ae.Text, "try again") {
+		t.Errorf("got %v", err)
+	}
+	d := e.audit.Find(t, policy.EventDenied)
+	if len(d) != 1 || d[0]["reason"] != "limit" {
+		t.Errorf("policy.denied: %v", d)
+	}
+}

@@ -25,6 +25,8 @@ import (
 
 	"golang.org/x/crypto/argon2"
 	"golang.org/x/crypto/chacha20poly1305"
+
+	"mailproxy/proxy"
 )
 
 // A record file, one field a line, in this order (docs/design.md, "The
@@ -63,11 +65,13 @@ var DefaultKDF = KDF{Time: 3, MemoryKiB: 64 << 10, Threads: 4}
 // cannot make mailproxy spend minutes or gigabytes.
 const (
 	maxKDFTime   = 16
-	maxKDFMemory = 1 << 20 // 1 GiB
+	maxKDFMemory = 256 << 10 // 256 MiB: two derivations at once (kdfSlots) hold 512 MiB at most
 	maxKDFLanes  = 16
 	saltSize     = 16
 	maxField     = 320
 	maxSealed    = 16 << 10
+	// maxRecord is the longest record file Parse accepts.
+	maxRecord = 4*maxField + maxSealed*2
 )
 
 // Record is one account's stored grant.
@@ -192,7 +196,7 @@ func checkName(s string) error {
 // Parse reads a record file. It checks the form only; whether the record
 // is intact is known when it is opened.
 func Parse(data []byte) (*Record, error) {
-	if len(data) > 4*maxField+maxSealed*2 {
+	if len(data) > maxRecord {
 		return nil, errors.New("grant record: too long")
 	}
 	lines := strings.Split(string(data), "\n")
@@ -272,7 +276,7 @@ func Parse(data []byte) (*Record, error) {
 func parseTime(v string) (time.Time, error) {
 	t, err := time.Parse(time.RFC3339, v)
 	if err != nil || t.Location() != time.UTC || t.Nanosecond() != 0 {
-		return time.Time{}, fmt.Errorf("grant record: bad time %q", clip(v))
+		return time.Time{}, fmt.Errorf("grant record: bad time %q", proxy.Printable(v, 40))
 	}
 	return t, nil
 }
@@ -321,11 +325,4 @@ func decode(s string, size int) ([]byte, error) {
 		return nil, errors.New("grant record: bad base64 field")
 	}
 	return b, nil
-}
-
-func clip(s string) string {
-	if len(s) > 40 {
-		return s[:40] + "..."
-	}
-	return s
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -39,7 +40,7 @@ func (s *Store) path(provider, account string) string {
 // Load reads the record of account at provider; an error wrapping
 // fs.ErrNotExist when there is none.
 func (s *Store) Load(provider, account string) (*Record, error) {
-	b, err := os.ReadFile(s.path(provider, account))
+	b, err := readRecord(s.path(provider, account))
 	if err != nil {
 		return nil, err
 	}
@@ -113,7 +114,7 @@ func (s *Store) List() ([]*Record, []error) {
 		if !strings.HasSuffix(e.Name(), ext) || !e.Type().IsRegular() {
 			continue
 		}
-		b, err := os.ReadFile(filepath.Join(s.Dir, e.Name()))
+		b, err := readRecord(filepath.Join(s.Dir, e.Name()))
 		if err == nil {
 			var r *Record
 			if r, err = Parse(b); err == nil {
@@ -135,4 +136,15 @@ func (s *Store) List() ([]*Record, []error) {
 // Remove deletes the record of account at provider.
 func (s *Store) Remove(provider, account string) error {
 	return os.Remove(s.path(provider, account))
+}
+
+// readRecord reads a record file, no more of it than a record can be
+// (Parse refuses what is longer), whatever has been put in the folder.
+func readRecord(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(io.LimitReader(f, maxRecord+1))
 }

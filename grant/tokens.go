@@ -107,6 +107,9 @@ const (
 // default) for most of a second, so the sum is what must be bounded.
 var kdfSlots = make(chan struct{}, 2)
 
+// errNoSlot is a login that ran out of time waiting for a key derivation.
+var errNoSlot = errors.New("too many logins are checking local passwords at once; try again")
+
 // testHookDerive, when set (by tests), runs in a slot before each
 // derivation.
 var testHookDerive func()
@@ -114,10 +117,13 @@ var testHookDerive func()
 // derive derives rec's key from password in one of kdfSlots, waiting for
 // one no longer than ctx allows.
 func derive(ctx context.Context, rec *Record, password proxy.Secret) (Key, error) {
+	if ctx.Err() != nil { // select would pick a free slot at random
+		return Key{}, errNoSlot
+	}
 	select {
 	case kdfSlots <- struct{}{}:
 	case <-ctx.Done():
-		return Key{}, fmt.Errorf("waiting to check the local password: %w", ctx.Err())
+		return Key{}, errNoSlot
 	}
 	defer func() { <-kdfSlots }()
 	if testHookDerive != nil {
@@ -232,7 +238,8 @@ func (t *Tokens) AccessToken(ctx context.Context, route policy.Route, password p
 	}
 	key, err := derive(ctx, rec, password)
 	if err != nil {
-		return proxy.Secret{}, err
+		audit.Denied(policy.Deny(policy.ReasonLimit, "", "the local password of %s was not checked: %v", policy.Escape(user), err))
+		return proxy.Secret{}, &proxy.AuthError{Text: "authentication failed: " + err.Error()}
 	}
 	refresh, err := rec.Open(key)
 	if errors.Is(err, ErrWrongPassword) {
@@ -277,7 +284,9 @@ func (t *Tokens) AccessToken(ctx context.Context, route policy.Route, password p
 	// Written back at every refresh (the refreshed time is in the record's
 	// sealed header); a rotated refresh token must be, or the grant is lost.
 	if err := rec.Reseal(key, next, now); err != nil {
-		return proxy.Secret{}, err
+		// Only a refresh token longer than a record holds gets here.
+		audit.OAuth2Token(p.Name, user, policy.TokenFailed, 0)
+		return proxy.Secret{}, &proxy.ProviderError{Msg: fmt.Sprintf("the provider's token endpoint issued a refresh token mailproxy cannot store (%v): run `mailproxy authorize` again", err)}
 	}
 	if err := t.Store.Save(rec); err != nil {
 		// The token is good, so the login goes on. A rotated refresh
