@@ -40,7 +40,10 @@ type scrubber struct {
 }
 
 func newScrubber(w io.Writer, names []string, limit int) *scrubber {
-	return &scrubber{w: w, names: names, limit: limit}
+	// With nothing to remove (scrub_headers = []) the message streams as
+	// it comes: no header block is held, so max_header_block does not
+	// apply.
+	return &scrubber{w: w, names: names, limit: limit, body: len(names) == 0}
 }
 
 // Write takes the next bytes of the message. An error is either

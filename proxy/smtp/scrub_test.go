@@ -166,3 +166,20 @@ func BenchmarkScrubberBody(b *testing.B) {
 type discard struct{}
 
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+// TestScrubberOff: with no names (scrub_headers = []) nothing is held:
+// a header block of any size passes unchanged and is never refused.
+func TestScrubberOff(t *testing.T) {
+	msg := "X-Mailer: app 1.0\r\n" + strings.Repeat("X-Long: "+strings.Repeat("y", 990)+"\r\n", 300) + "\r\nbody\r\n"
+	var out bytes.Buffer
+	s := newScrubber(&out, nil, 1024)
+	if _, err := s.Write([]byte(msg)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if out.String() != msg || s.Removed() != 0 {
+		t.Errorf("the message changed (%d removed)", s.Removed())
+	}
+}
