@@ -154,7 +154,11 @@ func (c *Collector) Observe(e policy.Event) {
 			s.provider = p.Provider
 		}
 		c.tls.WithLabelValues(p.Provider, p.Version).Inc()
-		c.providers[p.Provider] = p
+		if p.Protocol != string(policy.HTTPS) {
+			// The page's row is the mail servers'; an OAuth2 token
+			// endpoint's handshake is counted above only.
+			c.providers[p.Provider] = p
+		}
 	case policy.EventAuth:
 		proto, provider := e.Str("proto"), ""
 		if s := c.conns[id]; s != nil {

@@ -197,7 +197,7 @@ func (r *Report) WriteText(w io.Writer, name string) error {
 	if len(r.SessionsBy) > 0 {
 		fmt.Fprintln(tw, "  app address\tprovider\tsessions")
 		for _, c := range r.SessionsBy {
-			fmt.Fprintf(tw, "  %s\t%s\t%d\n", c.Key[0], c.Key[1], c.N)
+			fmt.Fprintf(tw, "  %s\t%s\t%d\n", policy.Escape(c.Key[0]), policy.Escape(c.Key[1]), c.N)
 		}
 	}
 	for _, l := range []struct {
@@ -209,7 +209,7 @@ func (r *Report) WriteText(w io.Writer, name string) error {
 			fmt.Fprintln(tw, "  none")
 		}
 		for _, c := range l.cs {
-			fmt.Fprintf(tw, "  %s\t%d\n", c.Key[0], c.N)
+			fmt.Fprintf(tw, "  %s\t%d\n", policy.Escape(c.Key[0]), c.N)
 		}
 	}
 	fmt.Fprintf(tw, "\nRefusals: %d\n", r.RefusalTotal)
@@ -220,7 +220,7 @@ func (r *Report) WriteText(w io.Writer, name string) error {
 			if host == "" {
 				host = "-"
 			}
-			fmt.Fprintf(tw, "  %s\t%s\t%d\t%s\t%s\t%s\n", g.Reason, host, g.N, stamp(g.First), stamp(g.Last), g.Detail)
+			fmt.Fprintf(tw, "  %s\t%s\t%d\t%s\t%s\t%s\n", policy.Escape(g.Reason), policy.Escape(host), g.N, stamp(g.First), stamp(g.Last), policy.Escape(g.Detail))
 		}
 	}
 	return tw.Flush()

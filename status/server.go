@@ -236,6 +236,18 @@ func (b *binding) guard(next http.Handler) http.Handler {
 			refuse(http.StatusMethodNotAllowed, policy.ReasonInput, "", "method %q: the status page answers GET and HEAD only", r.Method)
 			return
 		}
+		if r.URL.Path == "/favicon.ico" { // browsers ask for it on their own
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		if r.URL.Path != "/" && r.URL.Path != "/metrics" {
+			path := r.URL.Path
+			if len(path) > 100 {
+				path = path[:100] + "..."
+			}
+			refuse(http.StatusNotFound, policy.ReasonInput, "", "no page %s: the status page has / and /metrics", policy.Escape(path))
+			return
+		}
 		h := w.Header()
 		h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 		h.Set("X-Content-Type-Options", "nosniff")

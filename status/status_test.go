@@ -349,7 +349,11 @@ func waitEnds(t *testing.T, log *syncBuffer, n int) {
 func TestStatusPageRefuses(t *testing.T) {
 	r := start(t, policy.Access{Loopback: true})
 	do := func(method, host string) int {
-		req, _ := http.NewRequest(method, r.base+"/", nil)
+		path := "/"
+		if m, p, ok := strings.Cut(method, " "); ok {
+			method, path = m, p
+		}
+		req, _ := http.NewRequest(method, r.base+path, nil)
 		if host != "" {
 			req.Host = host
 		}
@@ -374,6 +378,9 @@ func TestStatusPageRefuses(t *testing.T) {
 		{"GET", "localhost", http.StatusMisdirectedRequest},
 		{"POST", "", http.StatusMethodNotAllowed},
 		{"DELETE", "", http.StatusMethodNotAllowed},
+		{"GET /favicon.ico", "", http.StatusNoContent}, // not a refusal: browsers ask
+		{"GET /admin", "", http.StatusNotFound},
+		{"GET /metrics", "", 200},
 	} {
 		if got := do(c.method, c.host); got != c.want {
 			t.Errorf("%s with Host %q: %d, want %d", c.method, c.host, got, c.want)
@@ -389,8 +396,8 @@ func TestStatusPageRefuses(t *testing.T) {
 			}
 		}
 	}
-	if refusals != 5 {
-		t.Errorf("%d refusals on record, want 5:\n%s", refusals, r.log.String())
+	if refusals != 6 {
+		t.Errorf("%d refusals on record, want 6:\n%s", refusals, r.log.String())
 	}
 
 	// A client outside allow_clients.

@@ -134,7 +134,9 @@ func checkCmd(args []string, stdout, stderr io.Writer) int {
 	enc := json.NewEncoder(stdout)
 	audit := policy.Discard()
 	if *deepProbe {
-		a, closer, err := deepAudit(c, stdout, stderr)
+		// check's stdout is its report (JSON with -json): an audit
+		// configured to go to stdout goes to stderr here.
+		a, closer, err := deepAudit(c, stderr, stderr)
 		if err != nil {
 			fmt.Fprintln(stderr, "mailproxy check:", err)
 			return exitFailure
