@@ -41,6 +41,18 @@ func OAuthFailureAnswer(mech string) []byte {
 	return []byte{}
 }
 
+// OAuthMech is the mechanism an OAuth2 login uses with a provider that
+// offers the mechanisms offers says yes to: OAUTHBEARER (RFC 7628, the
+// standard) when offered, else XOAUTH2; "" when neither is.
+func OAuthMech(offers func(mech string) bool) string {
+	for _, m := range []string{MechOAUTHBEARER, MechXOAUTH2} {
+		if offers(m) {
+			return m
+		}
+	}
+	return ""
+}
+
 // saslName escapes ',' and '=' in an authorization identity (RFC 5801
 // §4, as RFC 7628 uses it).
 func saslName(s string) string {

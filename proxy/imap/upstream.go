@@ -195,13 +195,8 @@ func (u *upstream) login(c proxy.Credentials) (*loginResult, error) {
 // loginOAuth logs in with an access token: AUTHENTICATE OAUTHBEARER (RFC
 // 7628) when the provider offers it, else XOAUTH2. Never a password.
 func (u *upstream) loginOAuth(c proxy.Credentials) (*loginResult, error) {
-	mech := ""
-	switch {
-	case u.caps["AUTH="+proxy.MechOAUTHBEARER]:
-		mech = proxy.MechOAUTHBEARER
-	case u.caps["AUTH="+proxy.MechXOAUTH2]:
-		mech = proxy.MechXOAUTH2
-	default:
+	mech := proxy.OAuthMech(func(m string) bool { return u.caps["AUTH="+m] })
+	if mech == "" {
 		return nil, &proxy.ProviderError{Msg: "the provider offers neither AUTHENTICATE OAUTHBEARER nor XOAUTH2, which its OAuth2 configuration needs"}
 	}
 	tag := u.tag()

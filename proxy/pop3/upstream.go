@@ -201,13 +201,8 @@ func (u *upstream) login(c proxy.Credentials) (*loginResult, error) {
 // response is sent after the "+" (RFC 5034 §4): with a token it is longer
 // than a POP3 command line may be.
 func (u *upstream) loginOAuth(c proxy.Credentials) (*loginResult, error) {
-	mech := ""
-	switch {
-	case u.hasSASL(proxy.MechOAUTHBEARER):
-		mech = proxy.MechOAUTHBEARER
-	case u.hasSASL(proxy.MechXOAUTH2):
-		mech = proxy.MechXOAUTH2
-	default:
+	mech := proxy.OAuthMech(u.hasSASL)
+	if mech == "" {
 		return nil, &errLogin{"SYS/PERM", "the provider lists neither SASL OAUTHBEARER nor XOAUTH2, which its OAuth2 configuration needs"}
 	}
 	if err := u.send("AUTH " + mech); err != nil {

@@ -34,14 +34,13 @@ type upstream struct {
 // extensions are the EHLO keywords of the provider that matter here, as it
 // announced them over TLS.
 type extensions struct {
-	size      int64 // RFC 1870 SIZE; 0 when absent or unlimited
-	eightBit  bool  // RFC 6152 8BITMIME
-	smtputf8  bool  // RFC 6531 SMTPUTF8
-	dsn       bool  // RFC 3461 DSN
-	plain     bool  // RFC 4954 AUTH PLAIN (RFC 4616)
-	loginMech bool  // AUTH LOGIN
-	bearer    bool  // AUTH OAUTHBEARER (RFC 7628)
-	xoauth2   bool  // AUTH XOAUTH2
+	size      int64           // RFC 1870 SIZE; 0 when absent or unlimited
+	eightBit  bool            // RFC 6152 8BITMIME
+	smtputf8  bool            // RFC 6531 SMTPUTF8
+	dsn       bool            // RFC 3461 DSN
+	plain     bool            // RFC 4954 AUTH PLAIN (RFC 4616)
+	loginMech bool            // AUTH LOGIN
+	oauth     map[string]bool // AUTH OAUTHBEARER (RFC 7628), XOAUTH2: offered
 }
 
 // syntheticGreeting stands in for a greeting that never comes.
@@ -108,8 +107,10 @@ func start(conn *tlsconf.Upstream, route policy.Route, name string, timeout time
 	u.ext.dsn, _ = c.Extension("DSN")
 	u.ext.plain = c.SupportsAuth(sasl.Plain)
 	u.ext.loginMech = c.SupportsAuth(sasl.Login)
-	u.ext.bearer = c.SupportsAuth(proxy.MechOAUTHBEARER)
-	u.ext.xoauth2 = c.SupportsAuth(proxy.MechXOAUTH2)
+	u.ext.oauth = map[string]bool{
+		proxy.MechOAUTHBEARER: c.SupportsAuth(proxy.MechOAUTHBEARER),
+		proxy.MechXOAUTH2:     c.SupportsAuth(proxy.MechXOAUTH2),
+	}
 	return u, nil
 }
 
@@ -154,13 +155,11 @@ func (u *upstream) auth(user string, creds proxy.Credentials) error {
 	if creds.Token != (proxy.Secret{}) {
 		// An access token, never a password: OAUTHBEARER (RFC 7628)
 		// when offered, else XOAUTH2.
-		switch {
-		case u.ext.bearer:
-			return u.c.Auth(&oauthClient{mech: proxy.MechOAUTHBEARER, user: user, token: creds.Token})
-		case u.ext.xoauth2:
-			return u.c.Auth(&oauthClient{mech: proxy.MechXOAUTH2, user: user, token: creds.Token})
+		mech := proxy.OAuthMech(func(m string) bool { return u.ext.oauth[m] })
+		if mech == "" {
+			return errNoOAuthMechanism
 		}
-		return errNoOAuthMechanism
+		return u.c.Auth(&oauthClient{mech: mech, user: user, token: creds.Token})
 	}
 	switch {
 	case u.ext.plain:
