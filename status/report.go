@@ -60,8 +60,12 @@ type RefusalGroup struct {
 func ReadReport(r io.Reader, since time.Time) (*Report, error) {
 	rep := &Report{Since: since}
 	type session struct{ app, provider string }
+	// conns are the sessions under way in the log, counted into by when
+	// they end (or at the end of the log), so that memory follows the
+	// sessions open at once, not the length of the log.
 	conns := map[string]*session{}
-	var order []string
+	by := map[[2]string]int64{}
+	count := func(s *session) { by[[2]string{s.app, s.provider}]++ }
 	tls := map[string]map[string]int64{"version": {}, "suite": {}, "group": {}}
 	refusals := map[[2]string]*RefusalGroup{}
 	sc := bufio.NewScanner(r)
@@ -92,12 +96,10 @@ func ReadReport(r io.Reader, since time.Time) (*Report, error) {
 			if provider == "" {
 				provider = "?"
 			}
-			key := id
-			if _, dup := conns[key]; dup || key == "" {
-				key = fmt.Sprintf("%s#%d", id, rep.Lines) // ids are random, not unique forever
+			if s := conns[id]; s != nil {
+				count(s) // ids are random, not unique forever: its end is not in the log
 			}
-			conns[key] = &session{app, provider}
-			order = append(order, key)
+			conns[id] = &session{app, provider}
 		case policy.EventUpstreamTLS:
 			if s := conns[id]; s != nil && e.Str("provider") != "" {
 				s.provider = e.Str("provider")
@@ -112,6 +114,10 @@ func ReadReport(r io.Reader, since time.Time) (*Report, error) {
 				rep.LoginsFail++
 			}
 		case policy.EventSessionEnd:
+			if s := conns[id]; s != nil {
+				count(s)
+				delete(conns, id)
+			}
 			rep.BytesUp += e.Int("bytes_up")
 			rep.BytesDown += e.Int("bytes_down")
 		case policy.EventDenied:
@@ -138,10 +144,8 @@ func ReadReport(r io.Reader, since time.Time) (*Report, error) {
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("reading the audit log: %w", err)
 	}
-	by := map[[2]string]int64{}
-	for _, k := range order {
-		s := conns[k]
-		by[[2]string{s.app, s.provider}]++
+	for _, s := range conns {
+		count(s)
 	}
 	for k, n := range by {
 		rep.SessionsBy = append(rep.SessionsBy, Count{Key: []string{k[0], k[1]}, N: n})
