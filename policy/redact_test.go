@@ -15,6 +15,8 @@ func TestRedactURL(t *testing.T) {
 		"https://id:s3cret@login.example/token": "https://…@login.example/token",
 		"me:s3cret@[bad":                        "…@[bad",
 		"https://login.example/token":           "https://login.example/token",
+		":s3cret@://@":                          "…@",
+		"https://me:pa://ss@host":               "https://…@host",
 	} {
 		if got := RedactURL(raw); got != want {
 			t.Errorf("RedactURL(%q) = %q, want %q", raw, got, want)
