@@ -195,7 +195,14 @@ func (b *binding) serve() {
 	defer close(b.done)
 	if err := b.srv.Serve(netutil.LimitListener(b.ln, maxConns)); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		// The listener failed (not closed by us): nothing to serve on.
+		// Forget it, so that the next reload binds the address anew
+		// rather than keeping a dead binding.
 		b.ln.Close()
+		b.s.mu.Lock()
+		if b.s.cur == b {
+			b.s.cur = nil
+		}
+		b.s.mu.Unlock()
 	}
 }
 

@@ -452,6 +452,26 @@ func TestStatusPageMoves(t *testing.T) {
 	}
 }
 
+// TestStatusPageRebindsAfterFailure: when the listener fails under the
+// page, a reload to the same address binds it again instead of keeping
+// the dead one.
+func TestStatusPageRebindsAfterFailure(t *testing.T) {
+	r := start(t, policy.Access{Loopback: true})
+	addr := r.page.Addr()
+	r.page.BreakListener()
+	if got := r.page.Addr(); got != "" {
+		t.Fatalf("a failed page still claims %s", got)
+	}
+	p, err := r.page.Prepare(addr, policy.Access{Loopback: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Commit()
+	if code, _ := get(t, "http://"+addr+"/"); code != 200 {
+		t.Fatalf("after the reload: %d", code)
+	}
+}
+
 // TestStatusPageConnectionsBounded: a program that opens socket after
 // socket and says nothing gets at most maxConns of them served; the page
 // answers again as soon as one is given up.
