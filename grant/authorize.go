@@ -32,6 +32,9 @@ type Flow struct {
 	Open func(url string) error
 	// Timeout bounds the whole flow; zero means 10 minutes.
 	Timeout time.Duration
+	// Audit, if set, records the refusals of the redirect listener: a
+	// request to it without this flow's state is some other program's.
+	Audit *policy.SessionAudit
 }
 
 func (f *Flow) context(ctx context.Context) (context.Context, context.CancelFunc) {
@@ -80,7 +83,11 @@ func (f *Flow) Loopback(ctx context.Context) (*oauth2.Token, error) {
 			}
 			q := r.URL.Query()
 			if subtle.ConstantTimeCompare([]byte(q.Get("state")), []byte(state)) != 1 {
-				// Not the redirect of this flow (RFC 6749 §10.12).
+				// Not the redirect of this flow (RFC 6749 §10.12): a
+				// local program trying to slip its own code in.
+				if f.Audit != nil {
+					f.Audit.Denied(policy.Deny(policy.ReasonInput, "", "a request to the authorization redirect on %s from %s without this authorization's state", ln.Addr(), r.RemoteAddr))
+				}
 				http.Error(w, "mailproxy: this is not the answer to the authorization it asked for", http.StatusBadRequest)
 				return
 			}

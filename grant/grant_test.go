@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -382,12 +383,23 @@ func TestFlowLoopback(t *testing.T) {
 	e := newEnv(t)
 	out := &bytes.Buffer{}
 	opened := make(chan string, 1)
-	f := &grant.Flow{Provider: e.p, Client: e.client(), Out: out, Open: func(u string) error { opened <- u; return nil }}
+	f := &grant.Flow{Provider: e.p, Client: e.client(), Out: out, Open: func(u string) error { opened <- u; return nil },
+		Audit: e.sa.As(policy.HTTPS)}
 	browser := &http.Client{Transport: &http.Transport{TLSClientConfig: e.pki.ServerConfig().Clone()}}
 	browser.Transport.(*http.Transport).TLSClientConfig.RootCAs = e.pki.CA.Pool()
+	forged := make(chan int, 1)
 	go func() {
 		u := <-opened
-		resp, err := browser.Get(u) // the server redirects to the loopback listener
+		// Another local program first answers with a code of its own.
+		au, _ := url.Parse(u)
+		resp, err := http.Get(au.Query().Get("redirect_uri") + "/?state=guess&code=theirs")
+		if err == nil {
+			resp.Body.Close()
+			forged <- resp.StatusCode
+		} else {
+			forged <- 0
+		}
+		resp, err = browser.Get(u) // the server redirects to the loopback listener
 		if err == nil {
 			resp.Body.Close()
 		}
@@ -398,6 +410,12 @@ func TestFlowLoopback(t *testing.T) {
 	}
 	if tok.RefreshToken == "" || e.as.Count("code") != 1 {
 		t.Fatal("no refresh token")
+	}
+	if code := <-forged; code != http.StatusBadRequest {
+		t.Fatalf("a redirect without the state: %d", code)
+	}
+	if ev := e.audit.Find(t, policy.EventDenied); len(ev) != 1 || ev[0]["reason"] != "input" || ev[0]["proto"] != "https" {
+		t.Fatalf("denied events: %v", ev)
 	}
 	if !strings.Contains(out.String(), e.as.URL+"/authorize?") || !strings.Contains(out.String(), "code_challenge_method=S256") {
 		t.Fatalf("printed: %s", out)

@@ -85,9 +85,11 @@ func authorizeCmd(args []string, stdout, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	sa := audit.Session("authorize", policy.HTTPS)
 	flow := &grant.Flow{
 		Provider: p,
-		Client:   (&tlsconf.Dialer{Trust: trustOrNil()}).HTTPClient(p, audit.Session("authorize", policy.HTTPS)),
+		Client:   (&tlsconf.Dialer{Trust: trustOrNil()}).HTTPClient(p, sa),
+		Audit:    sa,
 		Out:      stdout,
 		Open:     desktopOpener(),
 	}
