@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"mailproxy/internal/atomicfile"
 )
 
 // Store is the folder of grant records: config.DataDir()/tokens, mode
@@ -67,33 +69,8 @@ func (s *Store) Save(r *Record) error {
 	if err := os.Chmod(s.Dir, 0o700); err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(s.Dir, ".tmp-*")
-	if err != nil {
+	if err := atomicfile.Write(s.path(r.Provider, r.Account), r.Marshal(), 0o600); err != nil {
 		return fmt.Errorf("writing a grant: %w", err)
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // after a successful rename, there is nothing to remove
-	if err := f.Chmod(0o600); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(r.Marshal()); err != nil {
-		f.Close()
-		return fmt.Errorf("writing a grant: %w", err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("writing a grant: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("writing a grant: %w", err)
-	}
-	if err := os.Rename(tmp, s.path(r.Provider, r.Account)); err != nil {
-		return fmt.Errorf("writing a grant: %w", err)
-	}
-	if d, err := os.Open(s.Dir); err == nil {
-		d.Sync() // the rename, durable; not every file system can
-		d.Close()
 	}
 	return nil
 }

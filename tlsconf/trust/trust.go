@@ -30,6 +30,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"mailproxy/internal/atomicfile"
 )
 
 // FileName is the store's file name inside its directory.
@@ -256,32 +258,8 @@ func (s *Store) write(f *file) error {
 		return err
 	}
 	b = append(b, '\n')
-	tmp, err := os.CreateTemp(s.dir, ".trust-*")
-	if err != nil {
+	if err := atomicfile.Write(s.Path(), b, 0o600); err != nil {
 		return fmt.Errorf("writing the trust store: %w", err)
 	}
-	done := false
-	defer func() {
-		if !done {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	if err := tmp.Chmod(0o600); err != nil {
-		return fmt.Errorf("writing the trust store: %w", err)
-	}
-	if _, err := tmp.Write(b); err != nil {
-		return fmt.Errorf("writing the trust store: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("writing the trust store: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("writing the trust store: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), s.Path()); err != nil {
-		return fmt.Errorf("writing the trust store: %w", err)
-	}
-	done = true
 	return nil
 }
