@@ -3,13 +3,15 @@ package main
 import (
 	"flag"
 	"fmt"
-	"mailproxy/config"
+	"net"
 	"os"
 	"regexp"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 
+	"mailproxy/config"
 	"mailproxy/internal/testkit"
 )
 
@@ -231,6 +233,30 @@ func TestRunSaysItReplacesTheLocalCertificate(t *testing.T) {
 	warnLocalCertChange(load(moved), &buf)
 	if got := buf.String(); !strings.Contains(got, "replacing the local certificate") || !strings.Contains(got, "does not name 127.0.0.2") || !strings.Contains(got, "SHA-256 ") {
 		t.Errorf("warning: %q", got)
+	}
+}
+
+// TestReloadWarnsOfLocalCertChange: a SIGHUP that adds a local-TLS
+// listener the generated certificate does not name warns, as run does at
+// start, before the certificate is replaced.
+func TestReloadWarnsOfLocalCertChange(t *testing.T) {
+	xdg := t.TempDir()
+	env := append(os.Environ(), "XDG_CONFIG_HOME="+xdg)
+	first, up := freeAddr(t), freeAddr(t)
+	tls := func(doc string) string {
+		return strings.ReplaceAll(doc, "protocol = \"imap\"\n", "protocol = \"imap\"\nlocal_security = \"tls\"\n")
+	}
+	conf := writeFile(t, "w.toml", tls(listenerConfig("p", up, first)))
+	p := startProcessEnv(t, env, "run", "-config", conf)
+	p.wait(`"msg":"listener.start"`)
+	_, port, _ := net.SplitHostPort(freeAddr(t))
+	os.WriteFile(conf, []byte(tls(listenerConfig("p", up, first, "127.0.0.2:"+port))), 0o644)
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	if l := p.wait("replacing the local certificate"); !strings.Contains(l, "does not name 127.0.0.2") {
+		t.Fatalf("warning: %s", l)
+	}
+	if l := p.wait(`"msg":"config.reload"`); !strings.Contains(l, `"result":"ok"`) {
+		t.Fatalf("reload: %s", l)
 	}
 }
 

@@ -128,7 +128,7 @@ func serveUntilSignal(ctx context.Context, sig <-chan os.Signal, srv *proxy.Serv
 			return exitFailure
 		case s := <-sig:
 			if s == syscall.SIGHUP {
-				reload(ctx, srv, page, c, path, provider, audit)
+				reload(ctx, srv, page, c, path, provider, audit, stderr)
 				continue
 			}
 			if err := shutdown(srv, sig); err != nil {
@@ -154,13 +154,16 @@ func shutdown(srv *proxy.Server, sig <-chan os.Signal) error {
 
 // reload re-reads the configuration; an invalid one is refused and the
 // running one kept.
-func reload(ctx context.Context, srv *proxy.Server, page *status.Server, old *config.Config, path, provider string, audit *policy.Audit) {
+func reload(ctx context.Context, srv *proxy.Server, page *status.Server, old *config.Config, path, provider string, audit *policy.Audit, stderr io.Writer) {
 	file := old.Path
 	if file == "" {
 		file = "preset " + provider
 	}
 	c, err := loadConfig(path, provider)
 	if err == nil {
+		// As at start: a generated local certificate that the new
+		// listeners make mailproxy replace is named before it goes.
+		warnLocalCertChange(c, stderr)
 		// The status page's new address is bound first, and given up if
 		// the listeners' reload is refused: all or nothing.
 		var next *status.Pending
