@@ -103,7 +103,7 @@ func authorizeCmd(args []string, stdout, stderr io.Writer) int {
 		return exitFailure
 	}
 	fmt.Fprintf(stdout, "\nmailproxy is authorized for %s at %s.\n", policy.Escape(account), p.Name)
-	pw, err := readLocalPassword(stdout)
+	pw, err := readLocalPassword(ctx, stdout)
 	if err != nil {
 		fmt.Fprintln(stderr, "mailproxy authorize:", err)
 		return exitFailure
@@ -132,15 +132,15 @@ func tokenStore() (*grant.Store, error) {
 
 // readLocalPassword asks for the password the mail apps will use: twice
 // without echo on a terminal, else one line of standard input.
-func readLocalPassword(out io.Writer) (string, error) {
+func readLocalPassword(ctx context.Context, out io.Writer) (string, error) {
 	var pw string
 	if f, ok := stdin.(*os.File); ok && isTerminal(f) {
 		fmt.Fprintf(out, "Choose the password your mail apps will log in to mailproxy with (at least %d characters).\n", minLocalPassword)
-		a, err := readHidden(f, out, "Local password: ")
+		a, err := readHidden(ctx, f, out, "Local password: ")
 		if err != nil {
 			return "", err
 		}
-		b, err := readHidden(f, out, "Again: ")
+		b, err := readHidden(ctx, f, out, "Again: ")
 		if err != nil {
 			return "", err
 		}
