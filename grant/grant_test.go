@@ -167,14 +167,20 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
+	return newEnvSecret(t, "")
+}
+
+// newEnvSecret is newEnv with a confidential client (secret "": public).
+func newEnvSecret(t *testing.T, clientSecret string) *env {
+	t.Helper()
 	pki := testkit.NewPKI(t)
-	as, err := authserver.Start(pki.Cert, "mailproxy-test", "", account)
+	as, err := authserver.Start(pki.Cert, "mailproxy-test", clientSecret, account)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(as.Close)
 	p := proxytest.Provider(pki, "example", "imaps://127.0.0.1:1")
-	p.OAuth2 = &policy.OAuth2{ClientID: "mailproxy-test", AuthURL: as.URL + "/authorize", TokenURL: as.URL + "/token",
+	p.OAuth2 = &policy.OAuth2{ClientID: "mailproxy-test", ClientSecret: clientSecret, AuthURL: as.URL + "/authorize", TokenURL: as.URL + "/token",
 		DeviceAuthURL: as.URL + "/device", Scopes: []string{"mail"}}
 	st := &grant.Store{Dir: filepath.Join(t.TempDir(), "tokens")}
 	a := &testkit.Audit{}
@@ -211,6 +217,31 @@ func (e *env) route() policy.Route {
 func (e *env) token(t *testing.T, password string) (proxy.Secret, error) {
 	t.Helper()
 	return e.tokens.AccessToken(context.Background(), e.route(), proxy.NewSecret(password), e.sa)
+}
+
+// TestConfidentialClient: a client_secret is sent to the token endpoint
+// (which refuses a wrong one) and never reaches the audit log.
+func TestConfidentialClient(t *testing.T) {
+	e := newEnvSecret(t, "Client-S3cret-0x77")
+	e.authorize(t)
+	if _, err := e.token(t, local); err != nil {
+		t.Fatal(err)
+	}
+	e.audit.NoSecret(t, e.as.Secrets()...)
+	e2 := newEnvSecret(t, "Client-S3cret-0x77")
+	e2.authorize(t)
+	e2.p.OAuth2.ClientSecret = "Wrong-S3cret-0x78"
+	e2.tokens = &grant.Tokens{Store: e2.store, Dialer: &tlsconf.Dialer{Timeout: 10 * time.Second}}
+	if _, err := e2.token(t, local); err == nil || strings.Contains(err.Error(), "no longer accepts") {
+		t.Fatalf("a wrong client secret: %v", err)
+	}
+	// A wrong secret is the configuration's fault, not the grant's: once
+	// mended, the same grant works.
+	e2.p.OAuth2.ClientSecret = "Client-S3cret-0x77"
+	if _, err := e2.token(t, local); err != nil {
+		t.Fatalf("after the secret is mended: %v", err)
+	}
+	e2.audit.NoSecret(t, append(e2.as.Secrets(), "Wrong-S3cret-0x78")...)
 }
 
 func TestTokensRefreshCacheRotate(t *testing.T) {

@@ -85,6 +85,9 @@ func Start(cert tls.Certificate, clientID, clientSecret, user string) (*Server, 
 		codes: map[string]codeGrant{}, refresh: map[string]string{}, access: map[string]access{},
 		devices: map[string]*device{}, revoked: map[string]bool{}, counts: map[string]int{},
 	}
+	if clientSecret != "" {
+		s.note(clientSecret) // a confidential client's secret is scanned for too
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /authorize", s.authorize)
 	mux.HandleFunc("POST /token", s.token)
@@ -345,7 +348,10 @@ func (s *Server) device(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.counts["device"]++
-	if !s.clientOK(r) {
+	// The device authorization request names the client only (as Google's
+	// and Microsoft's do, and golang.org/x/oauth2 sends); a confidential
+	// client proves its secret at the token endpoint.
+	if r.PostForm.Get("client_id") != s.ClientID {
 		oauthError(w, http.StatusUnauthorized, "invalid_client")
 		return
 	}
