@@ -10,8 +10,11 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -605,10 +608,14 @@ func TestTokensRotatedButNotStored(t *testing.T) {
 	}
 }
 
-// TestTokensBackOff: after three wrong local passwords in a row, no
-// password is tried (no key derivation) until the back-off has passed —
-// not even the right one — and each refusal is on record; a token still
-// cached for the right password is served meanwhile; success resets.
+// TestTokensBackOff: after three distinct wrong local passwords in a row,
+// no new password is tried (no key derivation) until the back-off has
+// passed, and each such refusal is on record. The password that last
+// opened the record is not held up, cached token or not (whoever sends it
+// needs no guessing); a wrong password sent again is refused at once,
+// without a derivation and without pushing the back-off further (an app
+// still holding an old password must not lock the user out); success
+// resets.
 func TestTokensBackOff(t *testing.T) {
 	e := newEnv(t)
 	clock := time.Now()
@@ -617,32 +624,67 @@ func TestTokensBackOff(t *testing.T) {
 	if _, err := e.token(t, local); err != nil {
 		t.Fatal(err)
 	}
+	var derived atomic.Int32
+	defer grant.OnDerive(func() { derived.Add(1) })()
 	var ae *proxy.AuthError
 	for i := range 3 {
-		if _, err := e.token(t, "guess"); !errors.As(err, &ae) || !strings.Contains(ae.Text, "wrong user name or local password") {
+		if _, err := e.token(t, fmt.Sprintf("guess-%d", i)); !errors.As(err, &ae) || !strings.Contains(ae.Text, "wrong user name or local password") {
 			t.Fatalf("guess %d: %v", i+1, err)
 		}
 	}
-	// The right password still gets the cached token.
+	// The same wrong password again: refused, no derivation, no limit.
+	derived.Store(0)
+	for range 5 {
+		if _, err := e.token(t, "guess-1"); !errors.As(err, &ae) || !strings.Contains(ae.Text, "wrong user name or local password") {
+			t.Fatalf("a repeated guess: %v", err)
+		}
+	}
+	if n := derived.Load(); n != 0 {
+		t.Fatalf("a repeated wrong password cost %d key derivations", n)
+	}
+	// The right password gets the cached token, and uncached it is not
+	// held up either.
 	if _, err := e.token(t, local); err != nil {
 		t.Fatalf("cached token during the back-off: %v", err)
 	}
-	// Uncached, the right password waits too.
 	e.tokens.Rejected(e.route(), mustToken(t, e))
-	if _, err := e.token(t, local); !errors.As(err, &ae) || !strings.Contains(ae.Text, "try again in") {
-		t.Fatalf("during the back-off: %v", err)
+	if _, err := e.token(t, local); err != nil {
+		t.Fatalf("the known password during the back-off: %v", err)
+	}
+	// A new guess waits.
+	if _, err := e.token(t, "guess-new"); !errors.As(err, &ae) || !strings.Contains(ae.Text, "try again in") {
+		t.Fatalf("a new guess during the back-off: %v", err)
 	}
 	denied := e.audit.Find(t, policy.EventDenied)
 	if len(denied) != 1 || denied[0]["reason"] != "limit" || !strings.Contains(fmt.Sprint(denied[0]["detail"]), "3 wrong local passwords") {
 		t.Fatalf("policy.denied: %v", denied)
 	}
 	clock = clock.Add(2 * time.Second)
+	if _, err := e.token(t, "guess-new"); !errors.As(err, &ae) || strings.Contains(ae.Text, "try again") {
+		t.Fatalf("after the back-off: %v", err)
+	}
+	clock = clock.Add(3 * time.Second)
+	e.tokens.Rejected(e.route(), mustToken(t, e))
 	if _, err := e.token(t, local); err != nil {
 		t.Fatalf("after the back-off: %v", err)
 	}
-	// Reset: the next wrong password is free again.
-	if _, err := e.token(t, "guess"); !errors.As(err, &ae) || strings.Contains(ae.Text, "try again") {
-		t.Fatalf("after a success: %v", err)
+	// The known password reset nothing: guessing stays held up.
+	e.token(t, "guess-other")
+	if _, err := e.token(t, "guess-another"); !errors.As(err, &ae) || !strings.Contains(ae.Text, "try again") {
+		t.Fatalf("guessing beside the known password: %v", err)
+	}
+	// A password that had to be checked (here: the grant was authorized
+	// again, so no password has opened the new record yet) resets: the
+	// next wrong passwords are free again.
+	clock = clock.Add(time.Minute)
+	e.authorize(t)
+	if _, err := e.token(t, local); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if _, err := e.token(t, fmt.Sprint("again-", i)); !errors.As(err, &ae) || strings.Contains(ae.Text, "try again") {
+			t.Fatalf("wrong password %d after a reset: %v", i+1, err)
+		}
 	}
 }
 
@@ -724,8 +766,9 @@ func TestTokenEndpointNonsenseNotQuoted(t *testing.T) {
 }
 
 // TestKeyDerivationSlotTimeout: a login that finds every derivation slot
-// busy until its time is up is refused, as an authentication failure the
-// app understands, and the refusal is on record (limit).
+// busy until its time is up is refused as a temporary failure (not a
+// wrong password: the app must not ask the user for another), and the
+// refusal is on record (limit).
 func TestKeyDerivationSlotTimeout(t *testing.T) {
 	e := newEnv(t)
 	routes := make([]policy.Route, grant.KDFSlots+1) // one account each: no account lock shared
@@ -759,12 +802,206 @@ func TestKeyDerivationSlotTimeout(t *testing.T) {
 	_, err := e.tokens.AccessToken(ctx, routes[0], proxy.NewSecret(local), e.sa)
 	close(release)
 	wg.Wait()
-	var ae *proxy.AuthError
-	if !errors.As(err, &ae) || !strings.Contains(ae.Text, "try again") {
+	var be *proxy.BusyError
+	if !errors.As(err, &be) || !strings.Contains(be.Text, "try again") {
 		t.Errorf("got %v", err)
 	}
 	d := e.audit.Find(t, policy.EventDenied)
 	if len(d) != 1 || d[0]["reason"] != "limit" {
 		t.Errorf("policy.denied: %v", d)
+	}
+}
+
+// TestTokensRotatedTwiceNotStored: the disk refuses two rotated records in
+// a row; memory keeps the newest grant each time, and the login after
+// uses it (the older ones are retired at the server) and writes it.
+func TestTokensRotatedTwiceNotStored(t *testing.T) {
+	e := newEnv(t)
+	e.as.Rotate = true
+	e.authorize(t)
+	restore := grant.FailSaves(errors.New("read-only file system"))
+	for i := range 2 {
+		tok, err := e.token(t, local)
+		if err != nil {
+			t.Fatalf("refresh %d with the disk refusing: %v", i+1, err)
+		}
+		e.tokens.Rejected(e.route(), tok)
+	}
+	restore()
+	if _, err := e.token(t, local); err != nil {
+		t.Fatalf("the third refresh, with the grant only memory held: %v", err)
+	}
+	if n := e.as.Count("refresh"); n != 3 {
+		t.Fatalf("%d refreshes", n)
+	}
+	fresh := &grant.Tokens{Store: e.store, Dialer: e.tokens.Dialer}
+	if _, err := fresh.AccessToken(context.Background(), e.route(), proxy.NewSecret(local), e.sa); err != nil {
+		t.Fatalf("the record written at last: %v", err)
+	}
+	if ev := e.audit.Find(t, policy.EventOAuth2Token); len(ev) < 4 || slices.ContainsFunc(ev, func(m map[string]any) bool { return m["result"] == "revoked" }) {
+		t.Fatalf("oauth2.token events: %v", ev)
+	}
+}
+
+// TestTokensNotStoredStillCached: without a rotation, a record the disk
+// refuses leaves the grant on disk valid, and the token is cached for it:
+// the next login costs no derivation and no refresh.
+func TestTokensNotStoredStillCached(t *testing.T) {
+	e := newEnv(t)
+	e.authorize(t)
+	defer grant.FailSaves(errors.New("no space left on device"))()
+	if _, err := e.token(t, local); err != nil {
+		t.Fatal(err)
+	}
+	var derived atomic.Int32
+	defer grant.OnDerive(func() { derived.Add(1) })()
+	if _, err := e.token(t, local); err != nil {
+		t.Fatal(err)
+	}
+	if derived.Load() != 0 || e.as.Count("refresh") != 1 {
+		t.Fatalf("%d derivations, %d refreshes", derived.Load(), e.as.Count("refresh"))
+	}
+}
+
+// TestTokensRefreshDoesNotUndo: `tokens remove` or `mailproxy authorize`
+// while a login refreshes the old grant stands: the login goes on, and the
+// old grant is not written back over (or in place of) the new state.
+func TestTokensRefreshDoesNotUndo(t *testing.T) {
+	for _, what := range []string{"removed", "replaced"} {
+		t.Run(what, func(t *testing.T) {
+			e := newEnv(t)
+			e.authorize(t)
+			var newer []byte
+			restore := grant.OnDerive(func() {
+				if what == "removed" {
+					e.store.Remove(e.p.Name, account)
+					return
+				}
+				r, _, err := grant.Seal(e.p.Name, account, "refresh-newer", "a new local password", cheap, now)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				e.store.Save(r)
+				newer = r.Marshal()
+			})
+			_, err := e.token(t, local)
+			restore()
+			if err != nil {
+				t.Fatalf("the login: %v", err)
+			}
+			if what == "removed" {
+				if recs, _ := e.store.List(); len(recs) != 0 {
+					t.Fatal("the removed grant came back")
+				}
+				return
+			}
+			b, _ := os.ReadFile(filepath.Join(e.store.Dir, mustOne(t, e.store.Dir)))
+			if !bytes.Equal(b, newer) {
+				t.Fatal("the new authorization was overwritten")
+			}
+			// Nothing of the old grant is cached: the new password works,
+			// the old one does not.
+			if _, err := e.token(t, local); err == nil {
+				t.Fatal("the old local password still logs in")
+			}
+		})
+	}
+}
+
+// TestTokensAccountTurnTimesOut: a login that waits for its account's other
+// login (stalled at the token endpoint) past its own deadline gives up as
+// a temporary failure, on record.
+func TestTokensAccountTurnTimesOut(t *testing.T) {
+	e := newEnv(t)
+	e.authorize(t)
+	stalled, release := make(chan struct{}), make(chan struct{})
+	restore := grant.OnDerive(func() { close(stalled); <-release })
+	done := make(chan error, 1)
+	go func() { _, err := e.token(t, local); done <- err }()
+	<-stalled
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	_, err := e.tokens.AccessToken(ctx, e.route(), proxy.NewSecret(local), e.sa)
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatalf("the first login: %v", err)
+	}
+	restore()
+	var be *proxy.BusyError
+	if !errors.As(err, &be) {
+		t.Fatalf("the waiting login: %v", err)
+	}
+	if d := e.audit.Find(t, policy.EventDenied); len(d) != 1 || d[0]["reason"] != "limit" {
+		t.Fatalf("policy.denied: %v", d)
+	}
+}
+
+// TestStoreRefusesOddFiles: a FIFO or a symbolic link in the token folder
+// is not read (a FIFO would block the open, and the account's logins).
+func TestStoreRefusesOddFiles(t *testing.T) {
+	e := newEnv(t)
+	e.authorize(t)
+	name := filepath.Join(e.store.Dir, mustOne(t, e.store.Dir))
+	target := filepath.Join(t.TempDir(), "elsewhere")
+	os.Rename(name, target)
+	if err := os.Symlink(target, name); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.store.Load(e.p.Name, account); err == nil {
+		t.Fatal("a symbolic link was read")
+	}
+	os.Remove(name)
+	if err := syscall.Mkfifo(name, 0o600); err != nil {
+		t.Skipf("no FIFO: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := e.store.Load(e.p.Name, account); done <- err }()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("a FIFO was read")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Load blocked on a FIFO")
+	}
+}
+
+// TestTokensShortLivedCached: an access token that lasts less than two
+// minutes is still cached for half its life, rather than never.
+func TestTokensShortLivedCached(t *testing.T) {
+	e := newEnv(t)
+	clock := time.Now()
+	e.tokens.Now = func() time.Time { return clock }
+	e.as.AccessLifetime = 60 * time.Second
+	e.authorize(t)
+	for range 3 {
+		if _, err := e.token(t, local); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := e.as.Count("refresh"); n != 1 {
+		t.Fatalf("%d refreshes for a 60 s token used at once", n)
+	}
+}
+
+// TestRecordHoldsLongRefreshTokens: a refresh token as long as a record
+// can seal is stored and read back (a rotated one that did not fit would
+// lose the grant); one byte more is refused before anything is written.
+func TestRecordHoldsLongRefreshTokens(t *testing.T) {
+	longest := strings.Repeat("r", 16<<10-16)
+	r, k, err := grant.Seal("example", account, longest, local, cheap, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := grant.Parse(r.Marshal())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := back.Open(k); err != nil || got != longest {
+		t.Fatalf("read back %d bytes, %v", len(got), err)
+	}
+	if _, _, err := grant.Seal("example", account, longest+"r", local, cheap, now); err == nil {
+		t.Fatal("a refresh token longer than a record holds was sealed")
 	}
 }

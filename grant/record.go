@@ -70,6 +70,9 @@ const (
 	saltSize     = 16
 	maxField     = 320
 	maxSealed    = 16 << 10
+	// maxRefreshToken is the longest refresh token a record holds: all
+	// a sealed text can, less the AEAD's tag.
+	maxRefreshToken = maxSealed - chacha20poly1305.Overhead
 	// maxRecord is the longest record file Parse accepts.
 	maxRecord = 4*maxField + maxSealed*2
 )
@@ -122,8 +125,8 @@ func Seal(provider, account, refreshToken, password string, kdf KDF, now time.Ti
 // Reseal replaces the sealed refresh token (after a rotation, or to record
 // a refresh) with a fresh nonce, under the same key.
 func (r *Record) Reseal(k Key, refreshToken string, refreshed time.Time) error {
-	if len(refreshToken) == 0 || len(refreshToken) > maxSealed/2 {
-		return errors.New("a refresh token must have 1 to 8192 bytes")
+	if len(refreshToken) == 0 || len(refreshToken) > maxRefreshToken {
+		return fmt.Errorf("a refresh token must have 1 to %d bytes", maxRefreshToken)
 	}
 	aead, err := chacha20poly1305.NewX(k.k)
 	if err != nil {

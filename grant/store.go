@@ -75,6 +75,28 @@ func (s *Store) Save(r *Record) error {
 	return nil
 }
 
+// errReplaced is a record that was replaced or removed (`mailproxy
+// authorize`, `tokens remove`) while a login refreshed it.
+var errReplaced = errors.New("the stored grant was replaced or removed meanwhile; the newer one is kept")
+
+// saveOver writes r only if the file still holds the record whose sealed
+// text hashes to was: what `mailproxy authorize` or `tokens remove` did
+// while a login was refreshing the old grant stands (errReplaced).
+func (s *Store) saveOver(r *Record, was [sha256.Size]byte) error {
+	b, err := readRecord(s.path(r.Provider, r.Account))
+	if errors.Is(err, fs.ErrNotExist) {
+		return errReplaced
+	}
+	if err != nil {
+		return err
+	}
+	old, err := Parse(b)
+	if err != nil || sha256.Sum256(old.Sealed) != was {
+		return errReplaced
+	}
+	return s.Save(r)
+}
+
 // List returns every record, ordered by account then provider, and the
 // files that are not readable records.
 func (s *Store) List() ([]*Record, []error) {
@@ -118,10 +140,23 @@ func (s *Store) Remove(provider, account string) error {
 // readRecord reads a record file, no more of it than a record can be
 // (Parse refuses what is longer), whatever has been put in the folder.
 func readRecord(path string) ([]byte, error) {
+	// Only a regular file: a FIFO put in the folder would block the open
+	// (and the account's logins behind it), a symbolic link would read
+	// whatever it points at.
+	fi, err := os.Lstat(path)
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, &fs.PathError{Op: "read", Path: path, Err: errors.New("not a regular file")}
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
+	if now, err := f.Stat(); err != nil || !os.SameFile(fi, now) {
+		return nil, &fs.PathError{Op: "read", Path: path, Err: errors.New("the file changed while it was opened")}
+	}
 	return io.ReadAll(io.LimitReader(f, maxRecord+1))
 }

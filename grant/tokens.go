@@ -73,7 +73,9 @@ var _ proxy.Grants = (*Tokens)(nil)
 // another password) or removed takes effect at once; and the sealed text
 // of a grant the provider revoked, so that it is not sent again.
 type account struct {
-	mu       sync.Mutex
+	// turn is held by the one login of the account that is running; the
+	// others wait for it no longer than their own deadline.
+	turn     chan struct{}
 	access   proxy.Secret
 	expiry   time.Time
 	password [sha256.Size]byte
@@ -89,6 +91,52 @@ type account struct {
 	// freeFailures-th on, no password is tried before retryAt.
 	failures int
 	retryAt  time.Time
+	// refused holds HMACs of the last wrong passwords for the record
+	// whose sealed text hashes to refusedFor: an app that keeps sending
+	// an old password is refused at once, without a key derivation and
+	// without pushing the back-off further for everyone else.
+	refused    [recentRefused][sha256.Size]byte
+	nRefused   int
+	refusedFor [sha256.Size]byte
+}
+
+// recentRefused is how many distinct wrong passwords an account remembers.
+const recentRefused = 8
+
+// lock takes the account's turn, waiting no longer than ctx allows.
+func (a *account) lock(ctx context.Context) bool {
+	select {
+	case a.turn <- struct{}{}:
+		return true
+	default:
+	}
+	select {
+	case a.turn <- struct{}{}:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func (a *account) unlock() { <-a.turn }
+
+// wasRefused reports whether pw was refused lately for the record cur.
+func (a *account) wasRefused(pw, cur [sha256.Size]byte) bool {
+	if a.refusedFor != cur {
+		a.nRefused, a.refusedFor = 0, cur
+		return false
+	}
+	for _, r := range a.refused[:min(a.nRefused, recentRefused)] {
+		if hmac.Equal(r[:], pw[:]) {
+			return true
+		}
+	}
+	return false
+}
+
+func (a *account) refuse(pw [sha256.Size]byte) {
+	a.refused[a.nRefused%recentRefused] = pw
+	a.nRefused++
 }
 
 // The back-off after wrong local passwords: the password is all that
@@ -171,7 +219,7 @@ func (t *Tokens) account(provider, user string, create bool) (*account, []byte) 
 	k := provider + "\x00" + user
 	a := t.accounts[k]
 	if a == nil && create {
-		a = &account{}
+		a = &account{turn: make(chan struct{}, 1)}
 		t.accounts[k] = a
 	}
 	return a, t.pepper
@@ -199,8 +247,13 @@ func (t *Tokens) AccessToken(ctx context.Context, route policy.Route, password p
 		return proxy.Secret{}, noGrant(p.Name, user)
 	}
 	a, pepper := t.account(p.Name, user, true)
-	a.mu.Lock()
-	defer a.mu.Unlock()
+	if !a.lock(ctx) {
+		// Another login of the account holds its turn (a token endpoint
+		// that stalls): this one gives up in time, as a temporary failure.
+		audit.Denied(policy.Deny(policy.ReasonLimit, "", "a login for %s waited for the account's other login until its time ran out", policy.Escape(user)))
+		return proxy.Secret{}, &proxy.BusyError{Text: "another login for this account is still waiting for the provider's token endpoint; try again"}
+	}
+	defer a.unlock()
 	pw := mac(pepper, password.Reveal())
 	now := t.now()
 	rec, err := t.Store.Load(p.Name, user)
@@ -216,22 +269,32 @@ func (t *Tokens) AccessToken(ctx context.Context, route policy.Route, password p
 		// new authorization helps.
 		return proxy.Secret{}, &proxy.AuthError{Text: fmt.Sprintf("mailproxy's stored authorization for %s is damaged (%v): %s", user, err, authorizeHint(p.Name, user))}
 	}
-	sealed := sha256.Sum256(rec.Sealed)
+	// onDisk is the record on disk; cur the one in use, which differs
+	// while memory holds a rotated grant the disk refused.
+	onDisk := sha256.Sum256(rec.Sealed)
+	cur := onDisk
 	if a.unsaved != nil {
-		if sealed == a.unsavedOver {
+		if onDisk == a.unsavedOver {
 			// The rotated grant only memory holds is the current one.
-			rec, sealed = a.unsaved, sha256.Sum256(a.unsaved.Sealed)
-			if t.Store.Save(rec) == nil {
-				a.unsaved = nil
+			rec, cur = a.unsaved, sha256.Sum256(a.unsaved.Sealed)
+			if t.Store.saveOver(rec, onDisk) == nil {
+				a.unsaved, onDisk = nil, cur
 			}
 		} else {
 			a.unsaved = nil // authorized again, or removed, since
 		}
 	}
-	if a.access != (proxy.Secret{}) && now.Before(a.expiry) && hmac.Equal(pw[:], a.password[:]) && sealed == a.record {
+	// The password that last opened this record.
+	known := hmac.Equal(pw[:], a.password[:]) && cur == a.record
+	if a.access != (proxy.Secret{}) && now.Before(a.expiry) && known {
 		return a.access, nil
 	}
-	if now.Before(a.retryAt) {
+	if a.wasRefused(pw, cur) {
+		return proxy.Secret{}, &proxy.AuthError{Text: "authentication failed: wrong user name or local password"}
+	}
+	// The back-off holds up guesses, not the password known to be right
+	// (whoever sends it needs no guessing).
+	if now.Before(a.retryAt) && !known {
 		wait := a.retryAt.Sub(now).Round(time.Second) + time.Second
 		audit.Denied(policy.Deny(policy.ReasonLimit, "", "%d wrong local passwords in a row for %s: no password is tried for %s", a.failures, policy.Escape(user), wait))
 		return proxy.Secret{}, &proxy.AuthError{Text: fmt.Sprintf("authentication failed: too many wrong local passwords for this account; try again in %s", wait)}
@@ -239,20 +302,26 @@ func (t *Tokens) AccessToken(ctx context.Context, route policy.Route, password p
 	key, err := derive(ctx, rec, password)
 	if err != nil {
 		audit.Denied(policy.Deny(policy.ReasonLimit, "", "the local password of %s was not checked: %v", policy.Escape(user), err))
-		return proxy.Secret{}, &proxy.AuthError{Text: "authentication failed: " + err.Error()}
+		return proxy.Secret{}, &proxy.BusyError{Text: err.Error()}
 	}
 	refresh, err := rec.Open(key)
 	if errors.Is(err, ErrWrongPassword) {
 		a.failures++
 		a.retryAt = now.Add(backOff(a.failures))
+		a.refuse(pw)
 		return proxy.Secret{}, &proxy.AuthError{Text: "authentication failed: wrong user name or local password"}
 	}
-	a.failures, a.retryAt = 0, time.Time{}
+	if !known {
+		// A password that had to be checked: the guessing, if any, is
+		// over. The known one resets nothing, so that a program guessing
+		// beside the user's own apps stays held up.
+		a.failures, a.retryAt = 0, time.Time{}
+	}
 	if err != nil {
 		return proxy.Secret{}, err
 	}
 	revoked := &proxy.AuthError{Text: fmt.Sprintf("the provider no longer accepts mailproxy's authorization for %s: %s", user, authorizeHint(p.Name, user))}
-	if sealed == a.revoked {
+	if cur == a.revoked {
 		audit.OAuth2Token(p.Name, user, policy.TokenRevoked, 0)
 		return proxy.Secret{}, revoked
 	}
@@ -264,7 +333,7 @@ func (t *Tokens) AccessToken(ctx context.Context, route policy.Route, password p
 		if errors.As(err, &re) && re.ErrorCode == "invalid_grant" {
 			// RFC 6749 §5.2: the refresh token is invalid, expired or
 			// revoked. Only a new authorization helps.
-			a.revoked = sealed
+			a.revoked = cur
 			a.access = proxy.Secret{}
 			audit.OAuth2Token(p.Name, user, policy.TokenRevoked, 0)
 			return proxy.Secret{}, revoked
@@ -288,26 +357,43 @@ func (t *Tokens) AccessToken(ctx context.Context, route policy.Route, password p
 		audit.OAuth2Token(p.Name, user, policy.TokenFailed, 0)
 		return proxy.Secret{}, &proxy.ProviderError{Msg: fmt.Sprintf("the provider's token endpoint issued a refresh token mailproxy cannot store (%v): run `mailproxy authorize` again", err)}
 	}
-	if err := t.Store.Save(rec); err != nil {
+	usedUnsaved := a.unsaved != nil
+	switch err := t.Store.saveOver(rec, onDisk); {
+	case errors.Is(err, errReplaced):
+		// `mailproxy authorize` or `tokens remove` changed the record
+		// while this login refreshed the old grant: theirs stands. This
+		// login goes on; nothing of the old grant is kept.
+		a.unsaved, a.access = nil, proxy.Secret{}
+		audit.OAuth2TokenNotStored(p.Name, user, tok.ExpiresIn, false, err)
+		return proxy.NewSecret(tok.AccessToken), nil
+	case err != nil:
 		// The token is good, so the login goes on. A rotated refresh
 		// token is the grant now (the provider may have retired the old
-		// one): memory keeps it, and every login tries to write it again
-		// (a restart before that loses it, and says so in the audit).
-		// Without a rotation the record on disk still holds the grant.
-		if rotated {
-			a.unsaved, a.unsavedOver = rec, sealed
+		// one): memory keeps it, over the record still on disk, and every
+		// login tries to write it again (a restart before that loses it,
+		// and says so in the audit). Without a rotation the record on
+		// disk still holds the grant, and the cache is keyed to it.
+		if rotated || usedUnsaved {
+			a.unsaved, a.unsavedOver = rec, onDisk
+			a.record = sha256.Sum256(rec.Sealed)
+		} else {
+			a.record = onDisk
 		}
-		audit.OAuth2TokenNotStored(p.Name, user, tok.ExpiresIn, rotated, err)
-	} else {
+		audit.OAuth2TokenNotStored(p.Name, user, tok.ExpiresIn, rotated || usedUnsaved, err)
+	default:
 		a.unsaved = nil
+		a.record = sha256.Sum256(rec.Sealed)
 		audit.OAuth2Token(p.Name, user, policy.TokenRefreshed, tok.ExpiresIn)
 	}
 	a.access = proxy.NewSecret(tok.AccessToken)
 	a.password = pw
-	a.record = sha256.Sum256(rec.Sealed)
 	a.expiry = tok.Expiry.Add(-expiryMargin)
-	if tok.Expiry.IsZero() {
+	if life := tok.Expiry.Sub(now); tok.Expiry.IsZero() {
 		a.expiry = now.Add(unknownLifetime)
+	} else if life <= 2*expiryMargin {
+		// A short-lived token is still cached for half its life; one
+		// already expired (expires_in of 0 or less) is not cached.
+		a.expiry = now.Add(life / 2)
 	}
 	return a.access, nil
 }
@@ -346,8 +432,8 @@ func (t *Tokens) Rejected(route policy.Route, token proxy.Secret) {
 	if a == nil {
 		return
 	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
+	a.turn <- struct{}{}
+	defer a.unlock()
 	if a.access == token {
 		a.access = proxy.Secret{}
 	}

@@ -29,6 +29,10 @@ func Explain(err error) string {
 	if errors.As(err, &pe) {
 		return Printable(pe.Msg, 200)
 	}
+	var be *BusyError
+	if errors.As(err, &be) {
+		return Printable(be.Text, 200)
+	}
 	var re *tlsconf.RefusedError
 	if errors.As(err, &re) {
 		return "the provider refused the connection; try again later"

@@ -19,8 +19,9 @@ type Grants interface {
 	// while a token fetched earlier is still valid, else from the token
 	// endpoint (dialled under the provider's policy, audited on audit). A
 	// login mailproxy refuses itself (a wrong local password, no grant, a
-	// revoked grant) is an *AuthError; anything else kept it from getting
-	// a token (the token endpoint unreachable or refused by the policy).
+	// revoked grant) is an *AuthError; one it could not check in time is
+	// a *BusyError; anything else kept it from getting a token (the token
+	// endpoint unreachable or refused by the policy).
 	AccessToken(ctx context.Context, route policy.Route, password Secret, audit *policy.SessionAudit) (Secret, error)
 	// Rejected says that the provider refused token for route's account,
 	// so that it is not used again.
@@ -33,3 +34,11 @@ type Grants interface {
 type AuthError struct{ Text string }
 
 func (e *AuthError) Error() string { return e.Text }
+
+// BusyError is a login mailproxy could not check in time because others
+// held what it needed (the key-derivation slots, the account's turn): the
+// app gets the protocol's temporary failure with Text, so that it tries
+// again rather than asks the user for another password.
+type BusyError struct{ Text string }
+
+func (e *BusyError) Error() string { return e.Text }
