@@ -105,7 +105,7 @@ func (s *Server) Prepare(address string, access policy.Access) (*Pending, error)
 	if address == "" {
 		return p, nil
 	}
-	if cur != nil && cur.ln.Addr().String() == address {
+	if cur != nil && sameAddress(address, cur.ln.Addr().String()) {
 		p.keep = true
 		return p, nil
 	}
@@ -115,6 +115,18 @@ func (s *Server) Prepare(address string, access policy.Access) (*Pending, error)
 	}
 	p.next = b
 	return p, nil
+}
+
+// sameAddress reports whether the configured address is the one bound:
+// the same IP and port, where a wildcard (0.0.0.0:P is bound on Linux as
+// a dual-stack [::]:P) matches a wildcard; a port 0 asks for a new one.
+func sameAddress(configured, bound string) bool {
+	c, err1 := netip.ParseAddrPort(configured)
+	b, err2 := netip.ParseAddrPort(bound)
+	if err1 != nil || err2 != nil || c.Port() == 0 || c.Port() != b.Port() {
+		return false
+	}
+	return c.Addr().Unmap() == b.Addr().Unmap() || c.Addr().IsUnspecified() && b.Addr().IsUnspecified()
 }
 
 // Commit puts the change in force: the old address, if it changed, stops
@@ -193,7 +205,9 @@ func (s *Server) bind(address string, access policy.Access) (*binding, error) {
 
 func (b *binding) serve() {
 	defer close(b.done)
-	if err := b.srv.Serve(netutil.LimitListener(b.ln, maxConns)); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	// Clients the page does not admit are turned away at accept, before
+	// they can hold one of the maxConns slots.
+	if err := b.srv.Serve(netutil.LimitListener(admitting{b}, maxConns)); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		// The listener failed (not closed by us): nothing to serve on.
 		// Forget it, so that the next reload binds the address anew
 		// rather than keeping a dead binding.
@@ -205,6 +219,35 @@ func (b *binding) serve() {
 		b.s.mu.Unlock()
 	}
 }
+
+// admitting is the page's listener, closing at once (audited, aggregated
+// like a listener's refusals) every connection from a client the page's
+// access does not admit.
+type admitting struct{ b *binding }
+
+func (a admitting) Accept() (net.Conn, error) {
+	for {
+		c, err := a.b.ln.Accept()
+		if err != nil {
+			return nil, err
+		}
+		remote, _ := netip.ParseAddrPort(c.RemoteAddr().String())
+		client := remote.Addr().Unmap()
+		a.b.mu.Lock()
+		access := a.b.access
+		a.b.mu.Unlock()
+		if access.Admits(client) {
+			return c, nil
+		}
+		c.Close()
+		listener := a.b.ln.Addr().String()
+		a.b.s.Audit.Refused(listener, Proto, client, policy.Deny(policy.ReasonRemoteClient, client.String(),
+			"client %v is not in allow_clients of the status page %s", client, listener))
+	}
+}
+
+func (a admitting) Close() error   { return a.b.ln.Close() }
+func (a admitting) Addr() net.Addr { return a.b.ln.Addr() }
 
 func (b *binding) close() {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
