@@ -100,10 +100,9 @@ type teeHandler struct {
 func (h *teeHandler) Enabled(context.Context, slog.Level) bool { return true }
 
 func (h *teeHandler) Handle(ctx context.Context, r slog.Record) error {
-	var err error
-	if h.next.Enabled(ctx, r.Level) {
-		err = h.next.Handle(ctx, r)
-	}
+	// Observers first: whatever the log shows is already counted on the
+	// status page and in /metrics (a reader that sees the line and then
+	// asks for the metrics must find it there).
 	e := Event{Time: r.Time, Level: r.Level, Msg: r.Message, Fields: make(map[string]any, len(h.attrs)+r.NumAttrs())}
 	for _, a := range h.attrs {
 		e.Fields[a.Key] = attrValue(a.Value)
@@ -115,7 +114,10 @@ func (h *teeHandler) Handle(ctx context.Context, r slog.Record) error {
 	for _, o := range h.observers {
 		o(e)
 	}
-	return err
+	if h.next.Enabled(ctx, r.Level) {
+		return h.next.Handle(ctx, r)
+	}
+	return nil
 }
 
 func (h *teeHandler) WithAttrs(as []slog.Attr) slog.Handler {
