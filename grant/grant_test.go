@@ -5,7 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -456,6 +458,135 @@ func TestFlowLoopback(t *testing.T) {
 		if strings.Contains(out.String(), s) {
 			t.Fatal("a code, verifier or token was printed")
 		}
+	}
+}
+
+// TestFlowLoopbackFlood: a local program looping on the redirect listener
+// is refused every time, but writes two audit records a kind of request
+// (the first, and one with the count of the rest when the flow ends), not
+// one a request; the browser's icon request is not audited.
+func TestFlowLoopbackFlood(t *testing.T) {
+	e := newEnv(t)
+	opened := make(chan string, 1)
+	f := &grant.Flow{Provider: e.p, Client: e.client(), Out: &bytes.Buffer{}, Open: func(u string) error { opened <- u; return nil },
+		Audit: e.sa.As(policy.HTTPS)}
+	browser := &http.Client{Transport: &http.Transport{TLSClientConfig: e.pki.ServerConfig().Clone()}}
+	browser.Transport.(*http.Transport).TLSClientConfig.RootCAs = e.pki.CA.Pool()
+	const forged, wrongPath = 40, 3
+	statuses := make(chan []int, 1)
+	go func() {
+		u := <-opened
+		au, _ := url.Parse(u)
+		redirect := au.Query().Get("redirect_uri")
+		var got []int
+		send := func(method, u string) {
+			req, _ := http.NewRequest(method, u, nil)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				got = append(got, 0)
+				return
+			}
+			resp.Body.Close()
+			if !resp.Close {
+				got = append(got, -1) // a connection kept alive
+				return
+			}
+			got = append(got, resp.StatusCode)
+		}
+		for i := range forged {
+			send(http.MethodGet, fmt.Sprintf("%s/?state=guess%d&code=theirs", redirect, i))
+		}
+		for range wrongPath - 1 {
+			send(http.MethodGet, redirect+"/other")
+		}
+		send(http.MethodPost, redirect+"/")
+		send(http.MethodGet, redirect+"/favicon.ico")
+		statuses <- got
+		resp, err := browser.Get(u) // the server redirects to the loopback listener
+		if err == nil {
+			resp.Body.Close()
+		}
+	}()
+	if _, err := f.Loopback(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	got := <-statuses
+	for i, code := range got {
+		want := http.StatusBadRequest
+		if i >= forged {
+			want = http.StatusNotFound
+		}
+		if code != want {
+			t.Fatalf("request %d: %d, want %d", i, code, want)
+		}
+	}
+	ev := e.audit.Find(t, policy.EventDenied)
+	if len(ev) != 4 {
+		t.Fatalf("%d denied events, want 4: %v", len(ev), ev)
+	}
+	for _, want := range []struct {
+		about string
+		count float64
+	}{{"without this authorization's state", forged - 1}, {"another path or method", wrongPath - 1}} {
+		var first, summary []map[string]any
+		for _, x := range ev {
+			if d, _ := x["detail"].(string); strings.Contains(d, want.about) {
+				if _, ok := x["count"]; ok {
+					summary = append(summary, x)
+				} else {
+					first = append(first, x)
+				}
+			}
+		}
+		if len(first) != 1 || len(summary) != 1 || first[0]["reason"] != "input" || summary[0]["reason"] != "input" ||
+			summary[0]["count"] != want.count || summary[0]["since"] == nil ||
+			!strings.Contains(summary[0]["detail"].(string), fmt.Sprint(want.count)+" more requests") {
+			t.Fatalf("%s: first %v, summary %v", want.about, first, summary)
+		}
+	}
+}
+
+// TestFlowLoopbackIdle: the redirect listener closes a connection that
+// sends nothing, while the flow still waits: a local program cannot hold
+// its few connections for the whole flow.
+func TestFlowLoopbackIdle(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for the listener's read timeout")
+	}
+	e := newEnv(t)
+	opened := make(chan string, 1)
+	f := &grant.Flow{Provider: e.p, Client: e.client(), Out: &bytes.Buffer{}, Open: func(u string) error { opened <- u; return nil }}
+	browser := &http.Client{Transport: &http.Transport{TLSClientConfig: e.pki.ServerConfig().Clone()}}
+	browser.Transport.(*http.Transport).TLSClientConfig.RootCAs = e.pki.CA.Pool()
+	closed := make(chan error, 1)
+	go func() {
+		u := <-opened
+		au, _ := url.Parse(u)
+		ru, _ := url.Parse(au.Query().Get("redirect_uri"))
+		c, err := net.Dial("tcp", ru.Host)
+		if err != nil {
+			closed <- err
+			return
+		}
+		c.SetReadDeadline(time.Now().Add(time.Minute))
+		_, err = c.Read(make([]byte, 1))
+		c.Close()
+		if errors.Is(err, io.EOF) {
+			err = nil
+		} else {
+			err = fmt.Errorf("the idle connection: %v", err)
+		}
+		closed <- err // before the flow ends, which would close it too
+		resp, err := browser.Get(u)
+		if err == nil {
+			resp.Body.Close()
+		}
+	}()
+	if _, err := f.Loopback(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-closed; err != nil {
+		t.Fatal(err)
 	}
 }
 
