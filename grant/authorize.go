@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"sync"
 	"time"
 
@@ -224,11 +225,22 @@ func (f *Flow) Device(ctx context.Context) (*oauth2.Token, error) {
 	if err != nil {
 		return nil, tokenError("refused the device authorization", err)
 	}
+	// What the provider sent goes to the user's terminal: escaped, so that
+	// no escape sequence in it can rewrite the screen, and only an https
+	// address, so that the user is not sent where anyone on the way could
+	// read or change the page.
+	if err := httpsURL("verification_uri", da.VerificationURI); err != nil {
+		return nil, err
+	}
+	code := policy.Escape(proxy.Printable(da.UserCode, 64))
 	if da.VerificationURIComplete != "" {
+		if err := httpsURL("verification_uri_complete", da.VerificationURIComplete); err != nil {
+			return nil, err
+		}
 		fmt.Fprintf(f.Out, "On any device, open\n\n  %s\n\nor open %s and enter the code %s\n\nWaiting for the authorization ...\n",
-			da.VerificationURIComplete, da.VerificationURI, da.UserCode)
+			policy.Escape(da.VerificationURIComplete), policy.Escape(da.VerificationURI), code)
 	} else {
-		fmt.Fprintf(f.Out, "On any device, open\n\n  %s\n\nand enter the code %s\n\nWaiting for the authorization ...\n", da.VerificationURI, da.UserCode)
+		fmt.Fprintf(f.Out, "On any device, open\n\n  %s\n\nand enter the code %s\n\nWaiting for the authorization ...\n", policy.Escape(da.VerificationURI), code)
 	}
 	tok, err := cfg.DeviceAccessToken(ctx, da)
 	if err != nil {
@@ -238,4 +250,14 @@ func (f *Flow) Device(ctx context.Context) (*oauth2.Token, error) {
 		return nil, ErrNoRefreshToken
 	}
 	return tok, nil
+}
+
+// httpsURL refuses a device-flow address (the answer's field name) that is
+// not an absolute https URL.
+func httpsURL(field, s string) error {
+	u, err := url.Parse(s)
+	if err != nil || u.Scheme != "https" || u.Host == "" {
+		return fmt.Errorf("the provider's device authorization answer has a %s that is not an https address (%s): refused, nothing to open", field, policy.Escape(proxy.Printable(s, 100)))
+	}
+	return nil
 }

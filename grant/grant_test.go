@@ -590,6 +590,46 @@ func TestFlowLoopbackIdle(t *testing.T) {
 	}
 }
 
+// TestFlowDeviceLyingProvider: what the device authorization answer holds
+// reaches the terminal escaped, and an address that is not https is
+// refused before any poll.
+func TestFlowDeviceLyingProvider(t *testing.T) {
+	e := newEnv(t)
+	for _, bad := range []string{"http://example.test/device", "javascript:alert(1)", "/device", e.as.URL + "/device\x1b[2J"} {
+		for _, field := range []string{"verification_uri", "verification_uri_complete"} {
+			e.as.DeviceFields = map[string]any{field: bad}
+			out := &bytes.Buffer{}
+			f := &grant.Flow{Provider: e.p, Client: e.client(), Out: out}
+			_, err := f.Device(context.Background())
+			if err == nil || !strings.Contains(err.Error(), field+" that is not an https address") || strings.Contains(err.Error(), "\x1b") || out.Len() != 0 {
+				t.Fatalf("%s %q: %v; printed %q", field, bad, err, out)
+			}
+		}
+	}
+	if n := e.as.Count("poll"); n != 0 {
+		t.Fatalf("%d polls after a refused answer", n)
+	}
+	e.as.DeviceFields = map[string]any{
+		"user_code":                 "\x1b]0;owned\x07WDJB\u202e",
+		"verification_uri":          e.as.URL + "/device\u2028",
+		"verification_uri_complete": e.as.URL + "/device?code=\u009b31m",
+	}
+	out := &bytes.Buffer{}
+	f := &grant.Flow{Provider: e.p, Client: e.client(), Out: out}
+	if _, err := f.Device(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	printed := out.String()
+	if strings.ContainsAny(printed, "\x1b\x07\u009b\u202e\u2028") {
+		t.Fatalf("control characters reached the terminal: %q", printed)
+	}
+	for _, want := range []string{"/device?code=\\u009b31m", "/device\\u2028", "?]0;owned?WDJB\\u202e"} {
+		if !strings.Contains(printed, want) {
+			t.Fatalf("printed %q, want %q in it", printed, want)
+		}
+	}
+}
+
 func TestFlowDeviceSlowDown(t *testing.T) {
 	if testing.Short() {
 		t.Skip("waits for a slow_down")
