@@ -229,12 +229,12 @@ func (f *Flow) Device(ctx context.Context) (*oauth2.Token, error) {
 	// no escape sequence in it can rewrite the screen, and only an https
 	// address, so that the user is not sent where anyone on the way could
 	// read or change the page.
-	if err := httpsURL("verification_uri", da.VerificationURI); err != nil {
+	if err := f.httpsURL("verification_uri", da.VerificationURI); err != nil {
 		return nil, err
 	}
 	code := policy.Escape(proxy.Printable(da.UserCode, 64))
 	if da.VerificationURIComplete != "" {
-		if err := httpsURL("verification_uri_complete", da.VerificationURIComplete); err != nil {
+		if err := f.httpsURL("verification_uri_complete", da.VerificationURIComplete); err != nil {
 			return nil, err
 		}
 		fmt.Fprintf(f.Out, "On any device, open\n\n  %s\n\nor open %s and enter the code %s\n\nWaiting for the authorization ...\n",
@@ -252,12 +252,16 @@ func (f *Flow) Device(ctx context.Context) (*oauth2.Token, error) {
 	return tok, nil
 }
 
-// httpsURL refuses a device-flow address (the answer's field name) that is
-// not an absolute https URL.
-func httpsURL(field, s string) error {
+// httpsURL refuses, and audits, a device-flow address (the answer's field
+// name) that is not an absolute https URL.
+func (f *Flow) httpsURL(field, s string) error {
 	u, err := url.Parse(s)
-	if err != nil || u.Scheme != "https" || u.Host == "" {
-		return fmt.Errorf("the provider's device authorization answer has a %s that is not an https address (%s): refused, nothing to open", field, policy.Escape(proxy.Printable(s, 100)))
+	if err == nil && u.Scheme == "https" && u.Host != "" {
+		return nil
 	}
-	return nil
+	d := policy.Deny(policy.ReasonInput, "", "the provider's device authorization answer has a %s that is not an https address (%s): nothing to open", field, policy.Escape(proxy.Printable(s, 100)))
+	if f.Audit != nil {
+		f.Audit.Denied(d)
+	}
+	return d
 }

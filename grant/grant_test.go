@@ -599,15 +599,18 @@ func TestFlowDeviceLyingProvider(t *testing.T) {
 		for _, field := range []string{"verification_uri", "verification_uri_complete"} {
 			e.as.DeviceFields = map[string]any{field: bad}
 			out := &bytes.Buffer{}
-			f := &grant.Flow{Provider: e.p, Client: e.client(), Out: out}
+			f := &grant.Flow{Provider: e.p, Client: e.client(), Out: out, Audit: e.sa.As(policy.HTTPS)}
 			_, err := f.Device(context.Background())
-			if err == nil || !strings.Contains(err.Error(), field+" that is not an https address") || strings.Contains(err.Error(), "\x1b") || out.Len() != 0 {
+			if !errors.Is(err, policy.ReasonInput) || !strings.Contains(err.Error(), field+" that is not an https address") || strings.Contains(err.Error(), "\x1b") || out.Len() != 0 {
 				t.Fatalf("%s %q: %v; printed %q", field, bad, err, out)
 			}
 		}
 	}
 	if n := e.as.Count("poll"); n != 0 {
 		t.Fatalf("%d polls after a refused answer", n)
+	}
+	if ev := e.audit.Find(t, policy.EventDenied); len(ev) != 8 || ev[0]["reason"] != "input" || strings.Contains(e.audit.String(), "\x1b") {
+		t.Fatalf("denied events: %v", ev)
 	}
 	e.as.DeviceFields = map[string]any{
 		"user_code":                 "\x1b]0;owned\x07WDJB\u202e",
