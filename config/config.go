@@ -213,13 +213,18 @@ func DataDir() (string, error) {
 	return filepath.Join(h, ".local", "share", "mailproxy"), nil
 }
 
+// SystemPath is the machine's configuration file, the last of
+// DefaultPaths. The commands' tests point it into a folder of their own,
+// so that no test reads the machine's configuration.
+var SystemPath = "/etc/mailproxy/mailproxy.toml"
+
 // DefaultPaths are the files tried when no -config is given.
 func DefaultPaths() []string {
 	var paths []string
 	if d, err := Dir(); err == nil {
 		paths = append(paths, filepath.Join(d, "mailproxy.toml"))
 	}
-	return append(paths, "/etc/mailproxy/mailproxy.toml")
+	return append(paths, SystemPath)
 }
 
 // Load reads and checks a configuration file.

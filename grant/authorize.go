@@ -8,8 +8,11 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
+	"sync"
 	"time"
 
+	"golang.org/x/net/netutil"
 	"golang.org/x/oauth2"
 
 	"mailproxy/policy"
@@ -73,11 +76,29 @@ func (f *Flow) Loopback(ctx context.Context) (*oauth2.Token, error) {
 		err  error
 	}
 	got := make(chan result, 1)
+	// Requests other than the browser's redirect are some other local
+	// program's: each is refused, but only the first of a kind is audited
+	// at once, so that a program looping on the listener for the whole
+	// flow writes two lines, not one a request.
+	noState := &redirectRefusals{audit: f.Audit,
+		first: fmt.Sprintf("a request to the authorization redirect on %s without this authorization's state", ln.Addr()),
+		more:  fmt.Sprintf("more requests to the authorization redirect on %s without this authorization's state", ln.Addr())}
+	other := &redirectRefusals{audit: f.Audit,
+		first: fmt.Sprintf("a request to the authorization redirect on %s for another path or method than GET /", ln.Addr()),
+		more:  fmt.Sprintf("more requests to the authorization redirect on %s for another path or method than GET /", ln.Addr())}
 	srv := &http.Server{
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: redirectTimeout,
+		ReadTimeout:       redirectTimeout,
+		WriteTimeout:      redirectTimeout,
+		IdleTimeout:       redirectTimeout,
 		MaxHeaderBytes:    16 << 10,
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if r.URL.Path != "/" || r.Method != http.MethodGet {
+				// The browser asks for the icon of the page it was sent
+				// to: that is no other program's request.
+				if r.URL.Path != "/favicon.ico" || r.Method != http.MethodGet {
+					other.refuse(r.RemoteAddr)
+				}
 				http.NotFound(w, r)
 				return
 			}
@@ -85,9 +106,7 @@ func (f *Flow) Loopback(ctx context.Context) (*oauth2.Token, error) {
 			if subtle.ConstantTimeCompare([]byte(q.Get("state")), []byte(state)) != 1 {
 				// Not the redirect of this flow (RFC 6749 §10.12): a
 				// local program trying to slip its own code in.
-				if f.Audit != nil {
-					f.Audit.Denied(policy.Deny(policy.ReasonInput, "", "a request to the authorization redirect on %s from %s without this authorization's state", ln.Addr(), r.RemoteAddr))
-				}
+				noState.refuse(r.RemoteAddr)
 				http.Error(w, "mailproxy: this is not the answer to the authorization it asked for", http.StatusBadRequest)
 				return
 			}
@@ -104,8 +123,16 @@ func (f *Flow) Loopback(ctx context.Context) (*oauth2.Token, error) {
 			}
 		}),
 	}
-	go srv.Serve(ln)
-	defer srv.Close()
+	// One request a connection, few connections at once: a local program
+	// cannot hold the listener's file descriptors, nor keep a connection
+	// open past redirectTimeout.
+	srv.SetKeepAlivesEnabled(false)
+	go srv.Serve(netutil.LimitListener(ln, redirectConns))
+	defer func() {
+		srv.Close()
+		noState.close()
+		other.close()
+	}()
 
 	fmt.Fprintf(f.Out, "Open this address in a browser and allow access:\n\n  %s\n\nWaiting for the provider's answer on %s ...\n", authURL, ln.Addr())
 	if f.Open != nil {
@@ -130,6 +157,60 @@ func (f *Flow) Loopback(ctx context.Context) (*oauth2.Token, error) {
 	return tok, nil
 }
 
+// The redirect listener's bounds: connections at once, and how long one
+// may take (the browser's redirect is one small GET).
+const (
+	redirectConns   = 8
+	redirectTimeout = 5 * time.Second
+)
+
+// redirectRefusals aggregates one kind of refusal of the redirect
+// listener: the first is audited at once, the rest are counted, and close
+// audits their number in one event (with count and since) if there were
+// any. A refusal after close is audited on its own: nothing would write
+// its count (only requests already being served when the listener closed
+// can come then).
+type redirectRefusals struct {
+	audit       *policy.SessionAudit
+	first, more string // the details of the first refusal and of the count
+
+	mu     sync.Mutex
+	seen   bool
+	closed bool
+	count  int64
+	since  time.Time
+}
+
+func (r *redirectRefusals) refuse(client string) {
+	if r.audit == nil {
+		return
+	}
+	r.mu.Lock()
+	if r.seen && !r.closed {
+		r.count++
+		r.mu.Unlock()
+		return
+	}
+	if !r.seen {
+		r.seen, r.since = true, time.Now()
+	}
+	r.mu.Unlock()
+	r.audit.Denied(policy.Deny(policy.ReasonInput, "", "%s (from %s)", r.first, client))
+}
+
+func (r *redirectRefusals) close() {
+	if r.audit == nil {
+		return
+	}
+	r.mu.Lock()
+	n, since := r.count, r.since
+	r.closed, r.count = true, 0
+	r.mu.Unlock()
+	if n > 0 {
+		r.audit.DeniedCount(policy.Deny(policy.ReasonInput, "", "%d %s, counted since the first", n, r.more), n, since)
+	}
+}
+
 // Device runs the device authorization grant (RFC 8628): it prints the
 // verification URL and the user code, and polls the token endpoint at
 // the interval the server asks for, slower after each slow_down.
@@ -144,11 +225,22 @@ func (f *Flow) Device(ctx context.Context) (*oauth2.Token, error) {
 	if err != nil {
 		return nil, tokenError("refused the device authorization", err)
 	}
+	// What the provider sent goes to the user's terminal: escaped, so that
+	// no escape sequence in it can rewrite the screen, and only an https
+	// address, so that the user is not sent where anyone on the way could
+	// read or change the page.
+	if err := f.httpsURL("verification_uri", da.VerificationURI); err != nil {
+		return nil, err
+	}
+	code := policy.Escape(proxy.Printable(da.UserCode, 64))
 	if da.VerificationURIComplete != "" {
+		if err := f.httpsURL("verification_uri_complete", da.VerificationURIComplete); err != nil {
+			return nil, err
+		}
 		fmt.Fprintf(f.Out, "On any device, open\n\n  %s\n\nor open %s and enter the code %s\n\nWaiting for the authorization ...\n",
-			da.VerificationURIComplete, da.VerificationURI, da.UserCode)
+			policy.Escape(da.VerificationURIComplete), policy.Escape(da.VerificationURI), code)
 	} else {
-		fmt.Fprintf(f.Out, "On any device, open\n\n  %s\n\nand enter the code %s\n\nWaiting for the authorization ...\n", da.VerificationURI, da.UserCode)
+		fmt.Fprintf(f.Out, "On any device, open\n\n  %s\n\nand enter the code %s\n\nWaiting for the authorization ...\n", policy.Escape(da.VerificationURI), code)
 	}
 	tok, err := cfg.DeviceAccessToken(ctx, da)
 	if err != nil {
@@ -158,4 +250,18 @@ func (f *Flow) Device(ctx context.Context) (*oauth2.Token, error) {
 		return nil, ErrNoRefreshToken
 	}
 	return tok, nil
+}
+
+// httpsURL refuses, and audits, a device-flow address (the answer's field
+// name) that is not an absolute https URL.
+func (f *Flow) httpsURL(field, s string) error {
+	u, err := url.Parse(s)
+	if err == nil && u.Scheme == "https" && u.Host != "" {
+		return nil
+	}
+	d := policy.Deny(policy.ReasonInput, "", "the provider's device authorization answer has a %s that is not an https address (%s): nothing to open", field, policy.Escape(proxy.Printable(s, 100)))
+	if f.Audit != nil {
+		f.Audit.Denied(d)
+	}
+	return d
 }

@@ -267,7 +267,15 @@ func (s *SessionAudit) Denied(err error) bool {
 	return writeDenied(s.log, err)
 }
 
-func writeDenied(l *slog.Logger, err error) bool {
+// DeniedCount records, in one event, count refusals like err that the
+// session did not write on their own, since since: the closing event of
+// refusals it aggregates, with `count` and `since` as Audit.Refused
+// writes them. It does nothing unless err is or wraps a *Denied.
+func (s *SessionAudit) DeniedCount(err error, count int64, since time.Time) bool {
+	return writeDenied(s.log, err, "count", count, "since", since)
+}
+
+func writeDenied(l *slog.Logger, err error, extra ...any) bool {
 	var d *Denied
 	if !errors.As(err, &d) {
 		return false
@@ -278,6 +286,7 @@ func writeDenied(l *slog.Logger, err error) bool {
 	}
 	// Room for a changed trust anchor's two subjects and hashes.
 	attrs = append(attrs, "detail", clipLine(d.AuditDetail(), 600))
+	attrs = append(attrs, extra...)
 	l.Log(context.Background(), slog.LevelWarn, EventDenied, attrs...)
 	return true
 }

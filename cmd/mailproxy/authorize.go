@@ -57,6 +57,13 @@ func authorizeCmd(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	account := fs.Arg(0)
+	// Before the provider issues a grant: a name no record can hold would
+	// throw the grant away (live, and counted against the provider's
+	// limit of grants per client).
+	if err := grant.CheckName(account); err != nil {
+		fmt.Fprintf(stderr, "mailproxy authorize: the account %q %v\n", account, err)
+		return exitUsage
+	}
 	if !checkEnvironment(stderr) {
 		return exitUsage
 	}
@@ -130,12 +137,30 @@ func tokenStore() (*grant.Store, error) {
 	return &grant.Store{Dir: filepath.Join(d, "tokens")}, nil
 }
 
+// passwordAttempts is how many times authorize asks for the local
+// password on a terminal before it gives up: a typing mistake must not
+// cost the grant the provider has just issued.
+const passwordAttempts = 3
+
 // readLocalPassword asks for the password the mail apps will use: twice
-// without echo on a terminal, else one line of standard input.
+// without echo on a terminal (again, up to passwordAttempts times, when
+// the two differ or the password is not acceptable), else one line of
+// standard input.
 func readLocalPassword(ctx context.Context, out io.Writer) (string, error) {
-	var pw string
-	if f, ok := stdin.(*os.File); ok && isTerminal(f) {
-		fmt.Fprintf(out, "Choose the password your mail apps will log in to mailproxy with (at least %d characters).\n", minLocalPassword)
+	f, ok := stdin.(*os.File)
+	if !ok || !isTerminal(f) {
+		line, err := bufio.NewReaderSize(stdin, 1024).ReadString('\n')
+		if err != nil && (err != io.EOF || line == "") {
+			return "", errors.New("no local password on standard input (one line)")
+		}
+		pw := strings.TrimRight(line, "\r\n")
+		if err := checkLocalPassword(pw); err != nil {
+			return "", fmt.Errorf("%v; nothing was stored", err)
+		}
+		return pw, nil
+	}
+	fmt.Fprintf(out, "Choose the password your mail apps will log in to mailproxy with (at least %d characters).\n", minLocalPassword)
+	for attempt := 1; ; attempt++ {
 		a, err := readHidden(ctx, f, out, "Local password: ")
 		if err != nil {
 			return "", err
@@ -145,23 +170,37 @@ func readLocalPassword(ctx context.Context, out io.Writer) (string, error) {
 			return "", err
 		}
 		if a != b {
-			return "", errors.New("the two passwords differ; nothing was stored")
+			err = errors.New("the two passwords differ")
+		} else {
+			err = checkLocalPassword(a)
 		}
-		pw = a
-	} else {
-		line, err := bufio.NewReaderSize(stdin, 1024).ReadString('\n')
-		if err != nil && (err != io.EOF || line == "") {
-			return "", errors.New("no local password on standard input (one line)")
+		if err == nil {
+			return a, nil
 		}
-		pw = strings.TrimRight(line, "\r\n")
+		if attempt == passwordAttempts {
+			return "", fmt.Errorf("%v; nothing was stored", err)
+		}
+		fmt.Fprintf(out, "%v. Try again.\n", upperFirst(err.Error()))
 	}
+}
+
+// checkLocalPassword refuses a local password no mail app could send, or
+// too short to protect the stored grant.
+func checkLocalPassword(pw string) error {
 	if strings.ContainsAny(pw, "\x00\r\n") {
-		return "", errors.New("the local password must not hold NUL, CR or LF: no mail app could send it")
+		return errors.New("the local password must not hold NUL, CR or LF: no mail app could send it")
 	}
 	if len([]rune(pw)) < minLocalPassword {
-		return "", fmt.Errorf("the local password must have at least %d characters; nothing was stored", minLocalPassword)
+		return fmt.Errorf("the local password must have at least %d characters", minLocalPassword)
 	}
-	return pw, nil
+	return nil
+}
+
+func upperFirst(s string) string {
+	if s == "" {
+		return s
+	}
+	return strings.ToUpper(s[:1]) + s[1:]
 }
 
 // desktopOpener returns a function that opens a URL in the desktop's

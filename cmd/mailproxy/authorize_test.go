@@ -198,9 +198,22 @@ func TestAuthorizeLoopback(t *testing.T) {
 }
 
 func TestAuthorizeRefusals(t *testing.T) {
-	_, _, conf, _ := oauthSetup(t)
-	stdin = strings.NewReader("short\n")
+	_, as, conf, _ := oauthSetup(t)
 	defer func() { stdin = os.Stdin }()
+	// An account name no record can hold is refused before the provider
+	// is asked for anything: no grant is issued only to be thrown away.
+	for _, args := range [][]string{{"-device"}, {}} {
+		args = append([]string{"authorize", "-config", conf, "-provider", "example"}, append(args, oauthAccount+" ")...)
+		if code, _, errs := run(args...); code != 2 || !strings.Contains(errs, "must not begin or end with a space") {
+			t.Fatalf("%v: %d %s", args, code, errs)
+		}
+	}
+	for _, kind := range []string{"authorize", "device", "poll", "code"} {
+		if n := as.Count(kind); n != 0 {
+			t.Fatalf("%d %s requests for a name no record can hold", n, kind)
+		}
+	}
+	stdin = strings.NewReader("short\n")
 	if code, _, errs := run("authorize", "-config", conf, "-provider", "example", "-device", oauthAccount); code != 1 || !strings.Contains(errs, "at least 8 characters") {
 		t.Fatalf("short password: %d %s", code, errs)
 	}

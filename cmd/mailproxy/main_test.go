@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"mailproxy/config"
 	"mailproxy/internal/certs"
 	"mailproxy/internal/testkit"
 )
@@ -75,6 +76,39 @@ func TestConfigCheck(t *testing.T) {
 	}
 	if code, _, _ := run("config", "check", "-config", "/nonexistent.toml"); code != 2 {
 		t.Errorf("missing file: exit %d", code)
+	}
+}
+
+// TestConfigLocations: without -config, the user's configuration is found,
+// else the machine's; the tests' own (TestMain), never the real ones.
+func TestConfigLocations(t *testing.T) {
+	user := filepath.Join(os.Getenv("XDG_CONFIG_HOME"), "mailproxy", "mailproxy.toml")
+	if paths := config.DefaultPaths(); len(paths) != 2 || paths[0] != user || paths[1] != config.SystemPath ||
+		!strings.HasPrefix(config.SystemPath, os.TempDir()) {
+		t.Fatalf("the tests would read %v", paths)
+	}
+	authorize := func() string {
+		_, _, errOut := run("authorize", "-provider", "example", "alice@example.test")
+		return errOut
+	}
+	if errOut := authorize(); strings.Contains(errOut, "[provider.oauth2]") {
+		t.Fatalf("a configuration was found: %s", errOut)
+	}
+	for _, p := range []string{config.SystemPath, user} {
+		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(goodConfig), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		defer os.Remove(p)
+		// Found: its provider "example" (no preset) has no OAuth2 table.
+		if errOut := authorize(); !strings.Contains(errOut, `provider "example" has no [provider.oauth2]`) {
+			t.Fatalf("%s was not read: %s", p, errOut)
+		}
+		if p == config.SystemPath {
+			os.Remove(p) // the user's alone next
+		}
 	}
 }
 
@@ -295,8 +329,20 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	os.Setenv("XDG_DATA_HOME", data)
+	// Nor the user's or the machine's configuration: a command run without
+	// -config finds none unless a test writes one here. And no desktop, so
+	// that authorize never starts the user's browser.
+	conf, err := os.MkdirTemp("", "mailproxy-config")
+	if err != nil {
+		panic(err)
+	}
+	os.Setenv("XDG_CONFIG_HOME", conf)
+	config.SystemPath = filepath.Join(conf, "etc", "mailproxy.toml")
+	os.Unsetenv("DISPLAY")
+	os.Unsetenv("WAYLAND_DISPLAY")
 	code := m.Run()
 	os.RemoveAll(data)
+	os.RemoveAll(conf)
 	if binPath != "" {
 		os.RemoveAll(filepath.Dir(binPath))
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -130,4 +131,83 @@ func TestReadHiddenInterrupted(t *testing.T) {
 	if !echoing(t, slave) {
 		t.Fatal("echo was left off")
 	}
+}
+
+// TestLocalPasswordAgainOnTerminal: on a terminal, two passwords that
+// differ or one too short are asked for again, up to passwordAttempts
+// times, rather than ending the command (and losing the grant just
+// issued); the last failure ends it.
+func TestLocalPasswordAgainOnTerminal(t *testing.T) {
+	type result struct {
+		pw  string
+		err error
+	}
+	for _, tc := range []struct {
+		name  string
+		typed []string // pairs: the password, then again
+		want  string   // "" for an error
+	}{
+		{"third time", []string{"short", "short", "long-enough-1", "long-enough-2", "long-enough-3", "long-enough-3"}, "long-enough-3"},
+		{"second time", []string{"long-enough-1", "long-enough-2", "long-enough-3", "long-enough-3"}, "long-enough-3"},
+		{"gives up", []string{"short", "short", "a-long-one-1", "a-long-one-2", "short", "short"}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			master, slave := openPTY(t, false)
+			stdin = slave
+			defer func() { stdin = os.Stdin }()
+			out := &syncBuffer{}
+			got := make(chan result, 1)
+			go func() {
+				pw, err := readLocalPassword(context.Background(), out)
+				got <- result{pw, err}
+			}()
+			for i, line := range tc.typed {
+				// The i-th prompt is up and reading (echo off): a prompt
+				// is printed after the previous read put echo back.
+				prompts := func() int {
+					o := out.String()
+					return strings.Count(o, "Local password: ") + strings.Count(o, "Again: ")
+				}
+				for deadline := time.Now().Add(5 * time.Second); prompts() != i+1 || echoing(t, slave); time.Sleep(time.Millisecond) {
+					if time.Now().After(deadline) {
+						t.Fatalf("no prompt %d; printed %q", i+1, out)
+					}
+				}
+				master.Write([]byte(line + "\n"))
+			}
+			var r result
+			select {
+			case r = <-got:
+			case <-time.After(10 * time.Second):
+				t.Fatalf("still asking; printed %q", out)
+			}
+			if tc.want != "" && (r.err != nil || r.pw != tc.want) {
+				t.Fatalf("got %q, %v; printed %q", r.pw, r.err, out)
+			}
+			if tc.want == "" && (r.err == nil || !strings.Contains(r.err.Error(), "at least 8 characters; nothing was stored")) {
+				t.Fatalf("got %q, %v", r.pw, r.err)
+			}
+			if n, want := strings.Count(out.String(), "Try again."), len(tc.typed)/2-1; n != want {
+				t.Fatalf("asked again %d times, want %d; printed %q", n, want, out)
+			}
+		})
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a writer and a reader.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -42,6 +42,9 @@ type Server struct {
 	// DeviceInterval is the polling interval the device flow asks for, in
 	// seconds (1 by default).
 	DeviceInterval int
+	// DeviceFields replace or add fields of the device authorization
+	// answer: a provider that lies (verification_uri, user_code ...).
+	DeviceFields map[string]any
 	// IntrospectUser and IntrospectPassword protect /introspect (HTTP
 	// basic authentication) when set.
 	IntrospectUser, IntrospectPassword string
@@ -362,11 +365,15 @@ func (s *Server) device(w http.ResponseWriter, r *http.Request) {
 	if interval <= 0 {
 		interval = 1
 	}
-	w.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(map[string]any{
+	answer := map[string]any{
 		"device_code": dc, "user_code": "WDJB-MJHT", "verification_uri": s.URL + "/device",
 		"expires_in": 600, "interval": interval,
-	})
+	}
+	for k, v := range s.DeviceFields {
+		answer[k] = v
+	}
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(answer)
 }
 
 // introspect is RFC 7662 as Dovecot's oauth2 passdb asks for it
