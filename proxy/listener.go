@@ -164,8 +164,11 @@ func (l *Listener) Shutdown(ctx context.Context) error {
 // Active is the number of sessions running.
 func (l *Listener) Active() int { return int(l.active.Load()) }
 
+// newID names a session in the audit log: 64 random bits, so that two
+// sessions alive at once never share a name (32 bits met the birthday
+// bound within months of a busy office).
 func newID() string {
-	var b [4]byte
+	var b [8]byte
 	rand.Read(b[:])
 	return hex.EncodeToString(b[:])
 }
