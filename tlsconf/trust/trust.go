@@ -182,6 +182,9 @@ func (s *Store) List() ([]Anchor, error) {
 	return f.Anchors, nil
 }
 
+// lockWait bounds the wait for another process's lock on the store.
+var lockWait = 10 * time.Second
+
 // lock takes the store's lock file (flock), so that two processes (a
 // running `mailproxy run` learning a host, `mailproxy trust accept` in a
 // terminal) never write over each other's change: each write reads the
@@ -194,9 +197,23 @@ func (s *Store) lock() (func(), error) {
 	if err != nil {
 		return nil, fmt.Errorf("locking the trust store: %w", err)
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("locking the trust store: %w", err)
+	// Waited for no longer than lockWait: a process that holds the lock
+	// and hangs (a stuck `mailproxy trust`, a home folder on a stalled
+	// network share) must not hold every first connection to a host.
+	for deadline := time.Now().Add(lockWait); ; {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			break
+		}
+		if err != syscall.EWOULDBLOCK && err != syscall.EINTR {
+			f.Close()
+			return nil, fmt.Errorf("locking the trust store: %w", err)
+		}
+		if time.Now().After(deadline) {
+			f.Close()
+			return nil, fmt.Errorf("the trust store %s is locked by another process for more than %s", s.Path(), lockWait)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	return func() {
 		syscall.Flock(int(f.Fd()), syscall.LOCK_UN)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -121,5 +122,43 @@ func TestConcurrentLearn(t *testing.T) {
 	l, err := stores[0].List()
 	if err != nil || len(l) != 20 {
 		t.Fatalf("List = %d records, %v; want 20", len(l), err)
+	}
+}
+
+// TestLockWaitBounded: a store locked by a process that hangs refuses to
+// learn after lockWait instead of blocking the connection for ever.
+func TestLockWaitBounded(t *testing.T) {
+	defer func(d time.Duration) { lockWait = d }(lockWait)
+	lockWait = 200 * time.Millisecond
+	s := Open(filepath.Join(t.TempDir(), "mailproxy"))
+	if err := s.mkdir(); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(filepath.Join(s.dir, FileName+".lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	// Another open file description: flock conflicts with it as with
+	// another process.
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := s.Learn(rec("mail.example.com", "A"))
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "locked by another process") {
+			t.Fatalf("got %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Learn waited for the lock without bound")
+	}
+	syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+	if _, learned, err := s.Learn(rec("mail.example.com", "A")); err != nil || !learned {
+		t.Fatalf("after the lock was given up: %v %v", learned, err)
 	}
 }
