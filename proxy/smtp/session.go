@@ -37,6 +37,16 @@ var (
 		Message: "the provider does not take delivery status notification requests (it has no DSN)"}
 )
 
+// authRequired refuses a transaction command before login, and audits the
+// first such refusal of the session (an open-relay probe is on record, and
+// cannot flood the log).
+func (f *session) authRequired() error {
+	if !f.authDenied.Swap(true) {
+		f.s.Deny(policy.ReasonInput, "", "the app sent a mail transaction command before logging in (530)")
+	}
+	return errAuthRequired
+}
+
 // gone answers a new transaction once the provider connection is gone,
 // saying why, and ends the session (RFC 5321 §3.8).
 func gone(why string) *gosmtp.SMTPError {
@@ -72,7 +82,7 @@ func (f *session) Mail(from string, opts *gosmtp.MailOptions) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if !f.authed.Load() || f.up == nil {
-		return errAuthRequired
+		return f.authRequired()
 	}
 	if f.up.lost != "" {
 		f.app.end()
@@ -103,7 +113,7 @@ func (f *session) Rcpt(to string, opts *gosmtp.RcptOptions) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if !f.authed.Load() || f.up == nil {
-		return errAuthRequired
+		return f.authRequired()
 	}
 	if f.up.lost != "" {
 		return errLost
