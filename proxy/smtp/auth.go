@@ -78,12 +78,12 @@ func (f *session) login(creds proxy.Credentials) error {
 	var reply *gosmtp.SMTPError
 	ok, err := s.LoginUpstream(f.ctx, creds, func(conn *tlsconf.Upstream, route policy.Route, creds proxy.Credentials) (bool, error) {
 		var err error
-		if up, err = start(conn, route, s.Dialer.EHLOName, f.timeout); err != nil {
+		if up, err = start(conn, route, s.Dialer.EHLOName, f.timeout, f.overlong(conn.Host)); err != nil {
 			return false, err
 		}
 		err = up.auth(route.User, creds)
 		if se, isReply := isReply(err); isReply {
-			reply = se
+			reply = clip(se)
 			return false, nil
 		}
 		if err != nil && err != errNoMechanism && err != errNoOAuthMechanism {

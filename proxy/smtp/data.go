@@ -87,7 +87,7 @@ func (f *session) Data(r io.Reader) error {
 	}
 	f.s.CountMail(1, f.rcpts, sc.Removed())
 	ec, text := parseReply(resp.StatusText)
-	return &gosmtp.SMTPError{Code: 250, EnhancedCode: ec, Message: text}
+	return &gosmtp.SMTPError{Code: 250, EnhancedCode: ec, Message: clipText(text)}
 }
 
 // lazyData starts DATA at the provider at its first Write, and bounds

@@ -47,6 +47,14 @@ func (f *session) authRequired() error {
 	return errAuthRequired
 }
 
+// overlong returns the audit of a provider reply over maxReply (replyConn)
+// at host.
+func (f *session) overlong(host string) func() {
+	return func() {
+		f.s.Deny(policy.ReasonLimit, host, "the provider's reply is longer than %d bytes, or a line of it than %d; mailproxy reads no more of it and closes the connection", maxReply, maxReplyLine)
+	}
+}
+
 // gone answers a new transaction once the provider connection is gone,
 // saying why, and ends the session (RFC 5321 §3.8).
 func gone(why string) *gosmtp.SMTPError {
@@ -169,7 +177,7 @@ func (f *session) providerFailed(err error, doing string) error {
 			f.up.kill("the provider closed the session with 421")
 			f.app.end()
 		}
-		return se
+		return clip(se)
 	}
 	f.up.kill(doing + ": " + err.Error())
 	f.fail(fmt.Errorf("the provider connection failed while %s: %w", doing, err))
