@@ -846,10 +846,23 @@ func TestTimeouts(t *testing.T) {
 	pki := testkit.NewPKI(t)
 	prov := startProvider(t, pki, "smtps")
 	t.Run("before login", func(t *testing.T) {
-		p := start(t, pki, prov.endpoint, func(st *proxy.Settings) { st.Limits.PreauthTimeout = time.Second })
+		const preauth = time.Second
+		p := start(t, pki, prov.endpoint, func(st *proxy.Settings) { st.Limits.PreauthTimeout = preauth })
+		began := time.Now()
 		c := testkit.Dial(t, p.Addr)
-		greet(c, "pc")
-		c.Expect("421 4.4.2 *")
+		// The EHLO reply may or may not come before the 421, however
+		// slow the machine: the deadline runs from the connection.
+		c.Expect("220 *")
+		c.Send("EHLO pc")
+		lines := c.ExpectUntil("421 4.4.2 *")
+		for _, l := range lines[:len(lines)-1] {
+			if !strings.HasPrefix(l, "250") {
+				t.Errorf("before the 421: %q", l)
+			}
+		}
+		if d := time.Since(began); d < preauth {
+			t.Errorf("421 after %v, before preauth_timeout (%v)", d, preauth)
+		}
 		c.ExpectClosed(5 * time.Second)
 		end := checkAudit(t, p, []string{"session.start", "policy.denied", "session.end"})
 		if e, _ := end["error"].(string); !strings.Contains(e, "preauth_timeout") {
@@ -857,7 +870,10 @@ func TestTimeouts(t *testing.T) {
 		}
 	})
 	t.Run("during the message", func(t *testing.T) {
-		p := start(t, pki, prov.endpoint, func(st *proxy.Settings) { st.Limits.CommandTimeout = time.Second })
+		// command_timeout also bounds the provider's greeting, EHLO and
+		// AUTH, and the login: 3 s leaves those room on a loaded machine.
+		const timeout = 3 * time.Second
+		p := start(t, pki, prov.endpoint, func(st *proxy.Settings) { st.Limits.CommandTimeout = timeout })
 		c := testkit.Dial(t, p.Addr)
 		login(c)
 		c.Send("MAIL FROM:<%s>", user)
@@ -866,8 +882,12 @@ func TestTimeouts(t *testing.T) {
 		c.Expect("250 *")
 		c.Send("DATA")
 		c.Expect("354 *")
+		silent := time.Now() // the proxy's last read starts after this
 		c.SendRaw("Subject: unfinished\r\n\r\nand then nothing")
 		c.Expect("421 4.4.2 *")
+		if d := time.Since(silent); d < timeout {
+			t.Errorf("421 after %v of silence, before command_timeout (%v)", d, timeout)
+		}
 		c.ExpectClosed(5 * time.Second)
 		end := checkAudit(t, p, []string{"session.start", "upstream.connect", "upstream.tls", "auth", "policy.denied", "session.end"})
 		if e, _ := end["error"].(string); !strings.Contains(e, "command_timeout") {
