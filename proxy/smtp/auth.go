@@ -49,7 +49,7 @@ type auditedServer struct {
 func (a auditedServer) Next(response []byte) ([]byte, bool, error) {
 	challenge, done, err := a.Server.Next(response)
 	if _, reply := isReply(err); err != nil && !reply {
-		a.f.s.Deny(policy.ReasonInput, "", "the app's AUTH %s response is malformed", a.mech)
+		a.f.app.malformedAuth("the app's AUTH " + a.mech + " response is malformed")
 	}
 	return challenge, done, err
 }
@@ -65,7 +65,7 @@ var errNoUser = &gosmtp.SMTPError{Code: 501, EnhancedCode: gosmtp.EnhancedCode{5
 // reaches the app as it gave it (usually 535).
 func (f *session) login(creds proxy.Credentials) error {
 	if creds.Username == "" {
-		f.s.Deny(policy.ReasonInput, "", "the app's AUTH response has no user name")
+		f.app.malformedAuth("the app's AUTH response has no user name")
 		return errNoUser
 	}
 	s := f.s

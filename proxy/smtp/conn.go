@@ -36,6 +36,8 @@ type appConn struct {
 	// the message's, by Data), so go-smtp's 500 that follows is not a
 	// second refusal.
 	longLine atomic.Bool
+	// badAuth counts the app's malformed AUTH responses (malformedAuth).
+	badAuth atomic.Int32
 	// sizeLimit is the SIZE offered to the app, for the audit of
 	// go-smtp's own size refusals.
 	sizeLimit int64
@@ -156,7 +158,7 @@ func (c *appConn) Write(b []byte) (int, error) {
 		c.tooLarge = d
 		c.mu.Unlock()
 	case strings.HasPrefix(string(b), badBase64):
-		c.s.Deny(policy.ReasonInput, "", "the app's AUTH response is not base64")
+		c.malformedAuth("the app's AUTH response is not base64")
 	}
 	return c.Conn.Write(b)
 }
@@ -181,6 +183,27 @@ func (c *appConn) end() {
 	c.mu.Lock()
 	c.ended = true
 	c.mu.Unlock()
+}
+
+// maxMalformedAuth is how many malformed AUTH responses (no user name, not
+// base64, not what the mechanism takes) a session may send: each is
+// refused before the provider is asked, so it is no login attempt, and
+// without a bound each would be one more policy.denied in the log.
+const maxMalformedAuth = 5
+
+// malformedAuth audits a malformed AUTH response (reason input); the
+// maxMalformedAuth-th ends the session (reason limit) once its reply is
+// written, as go-smtp's next read reports the end of input.
+func (c *appConn) malformedAuth(detail string) {
+	n := c.badAuth.Add(1)
+	if n > maxMalformedAuth {
+		return
+	}
+	c.s.Deny(policy.ReasonInput, "", "%s", detail)
+	if n == maxMalformedAuth {
+		c.s.Deny(policy.ReasonLimit, "", "the app sent %d malformed AUTH responses; the session ends", n)
+		c.end()
+	}
 }
 
 // takeTooLarge returns, and forgets, the audited refusal of go-smtp's last

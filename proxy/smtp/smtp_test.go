@@ -334,6 +334,22 @@ func TestMalformedAuth(t *testing.T) {
 			}
 		})
 	}
+	// However often an app tries, the log holds a bounded number of
+	// refusals: the fifth ends the session.
+	t.Run("repeated", func(t *testing.T) {
+		p := start(t, pki, prov.endpoint)
+		c := testkit.Dial(t, p.Addr)
+		greet(c, "pc")
+		for range 5 {
+			c.Send("AUTH PLAIN !!!")
+			c.Expect("454 4.7.0 *")
+		}
+		c.ExpectClosed(5 * time.Second)
+		checkAudit(t, p, []string{"session.start", "policy.denied", "policy.denied", "policy.denied", "policy.denied", "policy.denied", "policy.denied", "session.end"})
+		if d := denials(t, p); d[len(d)-1]["reason"] != "limit" {
+			t.Errorf("last denied event %v, want reason limit", d[len(d)-1])
+		}
+	})
 	if n := prov.conns.Load(); n != 0 {
 		t.Errorf("the provider saw %d connections", n)
 	}
