@@ -25,15 +25,33 @@ func (f *session) Auth(mech string) (sasl.Server, error) {
 	switch mech {
 	case sasl.Plain:
 		// RFC 4616: authorization identity, user name, password.
-		return sasl.NewPlainServer(func(identity, user, pass string) error {
+		return auditedServer{f, mech, sasl.NewPlainServer(func(identity, user, pass string) error {
 			return f.login(proxy.Credentials{Authzid: identity, Username: user, Password: proxy.NewSecret(pass)})
-		}), nil
+		})}, nil
 	case sasl.Login:
-		return newLoginServer(func(user, pass string) error {
+		return auditedServer{f, mech, newLoginServer(func(user, pass string) error {
 			return f.login(proxy.Credentials{Username: user, Password: proxy.NewSecret(pass)})
-		}), nil
+		})}, nil
 	}
 	return nil, gosmtp.ErrAuthUnknownMechanism
+}
+
+// auditedServer audits a SASL response the mechanism cannot parse (go-sasl
+// PLAIN's "invalid response", an unexpected response), which go-smtp
+// answers with 454 itself. Errors from login are replies (*SMTPError),
+// audited there when they are refusals of mailproxy's own.
+type auditedServer struct {
+	f    *session
+	mech string
+	sasl.Server
+}
+
+func (a auditedServer) Next(response []byte) ([]byte, bool, error) {
+	challenge, done, err := a.Server.Next(response)
+	if _, reply := isReply(err); err != nil && !reply {
+		a.f.app.malformedAuth("the app's AUTH " + a.mech + " response is malformed")
+	}
+	return challenge, done, err
 }
 
 // errNoUser answers AUTH without a user name (RFC 4954 §4: 501).
@@ -47,6 +65,7 @@ var errNoUser = &gosmtp.SMTPError{Code: 501, EnhancedCode: gosmtp.EnhancedCode{5
 // reaches the app as it gave it (usually 535).
 func (f *session) login(creds proxy.Credentials) error {
 	if creds.Username == "" {
+		f.app.malformedAuth("the app's AUTH response has no user name")
 		return errNoUser
 	}
 	s := f.s
@@ -59,12 +78,12 @@ func (f *session) login(creds proxy.Credentials) error {
 	var reply *gosmtp.SMTPError
 	ok, err := s.LoginUpstream(f.ctx, creds, func(conn *tlsconf.Upstream, route policy.Route, creds proxy.Credentials) (bool, error) {
 		var err error
-		if up, err = start(conn, route, s.Dialer.EHLOName, f.timeout); err != nil {
+		if up, err = start(conn, route, s.Dialer.EHLOName, f.timeout, f.overlong(conn.Host)); err != nil {
 			return false, err
 		}
 		err = up.auth(route.User, creds)
 		if se, isReply := isReply(err); isReply {
-			reply = se
+			reply = clip(se)
 			return false, nil
 		}
 		if err != nil && err != errNoMechanism && err != errNoOAuthMechanism {

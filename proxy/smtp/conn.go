@@ -36,6 +36,11 @@ type appConn struct {
 	// the message's, by Data), so go-smtp's 500 that follows is not a
 	// second refusal.
 	longLine atomic.Bool
+	// badAuth counts the app's malformed AUTH responses (malformedAuth).
+	badAuth atomic.Int32
+	// sizeLimit is the SIZE offered to the app, for the audit of
+	// go-smtp's own size refusals.
+	sizeLimit int64
 
 	mu      sync.Mutex
 	closed  bool
@@ -43,6 +48,10 @@ type appConn struct {
 	timeout bool // a read hit its deadline
 	preauth bool // ... and that deadline was the pre-login one
 	setPA   bool // the deadline now set is the pre-login one
+	// tooLarge is the audited refusal of go-smtp's last "552 5.3.4 Max
+	// message size exceeded", for Data to record as the session's error
+	// when it cut a BDAT transfer already started at the provider.
+	tooLarge error
 }
 
 func newAppConn(s *proxy.Session, deadline func() (time.Time, bool)) *appConn {
@@ -117,6 +126,18 @@ const tlsRequired = "523 5.7.10 "
 // repeated protocol errors.
 const tooManyErrors = "500 5.5.1 Too many errors"
 
+// maxSizeExceeded is go-smtp's own refusal of a message over its
+// MaxMessageBytes (the SIZE offered), given before the backend is asked:
+// to MAIL with a SIZE= parameter over it (RFC 1870 §6.1), and to a BDAT
+// chunk that takes the message's total over it (after which go-smtp
+// resets the transaction, aborting a Data in progress). Its DATA path
+// instead returns gosmtp.ErrDataTooLarge ("Maximum message size
+// exceeded") to Data, which audits it.
+const maxSizeExceeded = "552 5.3.4 Max message size exceeded"
+
+// badBase64 is go-smtp's refusal of an AUTH response that is not base64.
+const badBase64 = "454 4.7.0 Invalid base64 data"
+
 func (c *appConn) Write(b []byte) (int, error) {
 	c.mu.Lock()
 	closed := c.closed
@@ -131,6 +152,13 @@ func (c *appConn) Write(b []byte) (int, error) {
 		c.s.DenyPlaintextAuth()
 	case strings.HasPrefix(string(b), tooManyErrors):
 		c.s.Deny(policy.ReasonLimit, "", "the app sent too many commands in error (go-smtp closes the connection after 3)")
+	case strings.HasPrefix(string(b), maxSizeExceeded):
+		d := c.s.Deny(policy.ReasonLimit, "", "the app's message is larger than %d bytes (the SIZE offered: max_message_size), by its MAIL SIZE= or its BDAT chunks", c.sizeLimit)
+		c.mu.Lock()
+		c.tooLarge = d
+		c.mu.Unlock()
+	case strings.HasPrefix(string(b), badBase64):
+		c.malformedAuth("the app's AUTH response is not base64")
 	}
 	return c.Conn.Write(b)
 }
@@ -155,6 +183,37 @@ func (c *appConn) end() {
 	c.mu.Lock()
 	c.ended = true
 	c.mu.Unlock()
+}
+
+// maxMalformedAuth is how many malformed AUTH responses (no user name, not
+// base64, not what the mechanism takes) a session may send: each is
+// refused before the provider is asked, so it is no login attempt, and
+// without a bound each would be one more policy.denied in the log.
+const maxMalformedAuth = 5
+
+// malformedAuth audits a malformed AUTH response (reason input); the
+// maxMalformedAuth-th ends the session (reason limit) once its reply is
+// written, as go-smtp's next read reports the end of input.
+func (c *appConn) malformedAuth(detail string) {
+	n := c.badAuth.Add(1)
+	if n > maxMalformedAuth {
+		return
+	}
+	c.s.Deny(policy.ReasonInput, "", "%s", detail)
+	if n == maxMalformedAuth {
+		c.s.Deny(policy.ReasonLimit, "", "the app sent %d malformed AUTH responses; the session ends", n)
+		c.end()
+	}
+}
+
+// takeTooLarge returns, and forgets, the audited refusal of go-smtp's last
+// size refusal.
+func (c *appConn) takeTooLarge() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	d := c.tooLarge
+	c.tooLarge = nil
+	return d
 }
 
 // abort closes the app's connection for real (the session's context ended).

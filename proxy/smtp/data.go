@@ -42,12 +42,13 @@ func (f *session) Data(r io.Reader) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if !f.authed.Load() || f.up == nil {
-		return errAuthRequired
+		return f.authRequired()
 	}
 	if f.up.lost != "" {
 		return errLost
 	}
 	up := f.up
+	f.app.takeTooLarge() // a refused MAIL SIZE= is no part of this message
 
 	// DATA starts at the provider with the first bytes the scrubber passes
 	// on, once the app's header block is complete (scrub.go): a BDAT
@@ -86,7 +87,7 @@ func (f *session) Data(r io.Reader) error {
 	}
 	f.s.CountMail(1, f.rcpts, sc.Removed())
 	ec, text := parseReply(resp.StatusText)
-	return &gosmtp.SMTPError{Code: 250, EnhancedCode: ec, Message: text}
+	return &gosmtp.SMTPError{Code: 250, EnhancedCode: ec, Message: clipText(text)}
 }
 
 // lazyData starts DATA at the provider at its first Write, and bounds
@@ -167,7 +168,19 @@ func (f *session) appFailed(err error, cut bool) error {
 		return &gosmtp.SMTPError{Code: 554, EnhancedCode: gosmtp.EnhancedCode{5, 6, 0},
 			Message: fmt.Sprintf("a line of the message is longer than %d bytes (RFC 5321 section 4.5.3.1.6 allows 1000)", maxLine)}
 	case errors.Is(err, gosmtp.ErrDataReset):
-		return err // the app aborted its BDAT transfer; go-smtp answers
+		// The app aborted its BDAT transfer (RSET), or go-smtp cut it for
+		// a chunk over the SIZE offered (audited by appConn.Write);
+		// go-smtp answers. When the message had started at the provider,
+		// its connection went with it, and the session ends at the
+		// app's next MAIL: record why.
+		if cut {
+			if d := f.app.takeTooLarge(); d != nil {
+				f.fail(d)
+			} else {
+				f.fail(errors.New("the app aborted its BDAT transfer after the message had started at the provider, so the provider connection was closed to drop it"))
+			}
+		}
+		return err
 	case proxy.IsTimeout(err):
 		// Audited once the conversation is over (result).
 		return &gosmtp.SMTPError{Code: 421, EnhancedCode: gosmtp.EnhancedCode{4, 4, 2},

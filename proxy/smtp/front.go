@@ -71,6 +71,8 @@ type session struct {
 	maxSize int64         // the SIZE offered to the app (RFC 1870)
 
 	authed atomic.Bool // the provider accepted the app's AUTH
+	// authDenied: a command before login was refused and audited.
+	authDenied atomic.Bool
 
 	// current is the provider connection, for cutting it short from
 	// another goroutine when ctx ends.
@@ -98,6 +100,7 @@ func (Front) Serve(ctx context.Context, s *proxy.Session) error {
 	f := &session{s: s, ctx: ctx, timeout: s.Settings.Limits.CommandTimeout}
 	f.app = newAppConn(s, f.readDeadline)
 	f.maxSize = f.messageLimit()
+	f.app.sizeLimit = f.maxSize
 
 	stop := context.AfterFunc(ctx, f.abort)
 	defer stop()

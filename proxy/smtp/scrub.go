@@ -23,7 +23,8 @@ var errHeaderTooLarge = errors.New("the message's header block is too large")
 // case: "X-Mailer" removes "x-mailer:" and "X-Mailer :" but not
 // "X-Mailer-Foo:". Lines end in CRLF or a bare LF. The header block ends
 // at the first empty line, or, as MTAs read it, at the first line that is
-// not a header field (then that line is the body's first); a message
+// not a header field or a continuation of one (a first line starting with
+// a space or tab included; then that line is the body's first); a message
 // without either is all header block, flushed by Close.
 type scrubber struct {
 	w     io.Writer
@@ -34,6 +35,7 @@ type scrubber struct {
 	line    []byte // the current line, until its LF
 	seen    int    // bytes of the header block read so far
 	drop    bool   // the current field is being removed
+	field   bool   // a header field has started the block
 	body    bool   // past the header block
 	removed int    // fields removed
 	err     error  // sticky
@@ -120,6 +122,12 @@ func (s *scrubber) endLine() {
 	case string(line) == "\n" || string(line) == "\r\n":
 		s.body = true
 	case line[0] == ' ' || line[0] == '\t':
+		if !s.field {
+			// A continuation with no field before it: MTAs (Postfix's
+			// is_header, Go's textproto) start the body here.
+			s.body = true
+			break
+		}
 		if s.drop {
 			return
 		}
@@ -129,6 +137,7 @@ func (s *scrubber) endLine() {
 			s.body = true
 			break
 		}
+		s.field = true
 		s.drop = s.listed(name)
 		if s.drop {
 			s.removed++

@@ -15,6 +15,7 @@ func FuzzScrubber(f *testing.F) {
 	f.Add([]byte("X-Mailer: a\n b\nSubject: c\n\nbody"), uint16(1), uint16(12))
 	f.Add([]byte("user-agent :x\r\n\tfold\r\nnot a field\r\nX-Mailer: y\r\n"), uint16(3), uint16(3))
 	f.Add([]byte("Subject: s\r\nX-Mailer: m"), uint16(0), uint16(20))
+	f.Add([]byte(" x\r\nX-Mailer: y\r\n\r\nz"), uint16(1), uint16(4))
 	f.Fuzz(func(t *testing.T, msg []byte, c1, c2 uint16) {
 		whole, removed, err := scrubAll(t, string(msg), defaultScrub, 1<<20)
 		if err != nil {
@@ -34,14 +35,15 @@ func FuzzScrubber(f *testing.F) {
 		var kept []byte
 		var body []byte
 		wantRemoved := 0
-		drop := false
+		drop, field := false, false
 		for i, l := range lines {
 			if len(l) == 0 {
 				continue
 			}
 			blank := bytes.Equal(l, []byte("\n")) || bytes.Equal(l, []byte("\r\n"))
 			name, isField := fieldName(l)
-			if blank || (l[0] != ' ' && l[0] != '\t' && !isField) {
+			wsp := l[0] == ' ' || l[0] == '\t'
+			if blank || (!wsp && !isField) || (wsp && !field) {
 				body = bytes.Join(lines[i:], nil)
 				break
 			}
@@ -51,6 +53,7 @@ func FuzzScrubber(f *testing.F) {
 				}
 				continue
 			}
+			field = true
 			drop = bytes.EqualFold(name, []byte("User-Agent")) || bytes.EqualFold(name, []byte("X-Mailer"))
 			if drop {
 				wantRemoved++

@@ -83,6 +83,9 @@ func TestScrubber(t *testing.T) {
 		{"space in a name is no field", "X Mailer: x\r\nX-Mailer: y\r\n", "X Mailer: x\r\nX-Mailer: y\r\n", defaultScrub, 0},
 		{"continuation of a kept field", "Subject: a\r\n b\r\nX-Mailer: m\r\n c\r\nTo: t\r\n\r\n", "Subject: a\r\n b\r\nTo: t\r\n\r\n", defaultScrub, 1},
 		{"two in a row", "User-Agent: u\r\nX-Mailer: m\r\n\r\nb", "\r\nb", defaultScrub, 2},
+		{"a first line folded starts the body", " x\r\nX-Mailer: y\r\n\r\nz", " x\r\nX-Mailer: y\r\n\r\nz", defaultScrub, 0},
+		{"a first line folded with tab, bare LF", "\tx\nUser-Agent: y\n", "\tx\nUser-Agent: y\n", defaultScrub, 0},
+		{"a first line folded, no line end", " X-Mailer: y", " X-Mailer: y", defaultScrub, 0},
 		{"CR inside a line", "X-Mailer: a\rb\r\nSubject: s\r\n\r\n", "Subject: s\r\n\r\n", defaultScrub, 1},
 	}
 	for _, c := range cases {

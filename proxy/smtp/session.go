@@ -37,6 +37,24 @@ var (
 		Message: "the provider does not take delivery status notification requests (it has no DSN)"}
 )
 
+// authRequired refuses a transaction command before login, and audits the
+// first such refusal of the session (an open-relay probe is on record, and
+// cannot flood the log).
+func (f *session) authRequired() error {
+	if !f.authDenied.Swap(true) {
+		f.s.Deny(policy.ReasonInput, "", "the app sent a mail transaction command before logging in (530)")
+	}
+	return errAuthRequired
+}
+
+// overlong returns the audit of a provider reply over maxReply (replyConn)
+// at host.
+func (f *session) overlong(host string) func() {
+	return func() {
+		f.s.Deny(policy.ReasonLimit, host, "the provider's reply is longer than %d bytes, or a line of it than %d; mailproxy reads no more of it and closes the connection", maxReply, maxReplyLine)
+	}
+}
+
 // gone answers a new transaction once the provider connection is gone,
 // saying why, and ends the session (RFC 5321 §3.8).
 func gone(why string) *gosmtp.SMTPError {
@@ -72,7 +90,7 @@ func (f *session) Mail(from string, opts *gosmtp.MailOptions) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if !f.authed.Load() || f.up == nil {
-		return errAuthRequired
+		return f.authRequired()
 	}
 	if f.up.lost != "" {
 		f.app.end()
@@ -103,7 +121,7 @@ func (f *session) Rcpt(to string, opts *gosmtp.RcptOptions) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if !f.authed.Load() || f.up == nil {
-		return errAuthRequired
+		return f.authRequired()
 	}
 	if f.up.lost != "" {
 		return errLost
@@ -159,7 +177,7 @@ func (f *session) providerFailed(err error, doing string) error {
 			f.up.kill("the provider closed the session with 421")
 			f.app.end()
 		}
-		return se
+		return clip(se)
 	}
 	f.up.kill(doing + ": " + err.Error())
 	f.fail(fmt.Errorf("the provider connection failed while %s: %w", doing, err))

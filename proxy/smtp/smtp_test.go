@@ -36,6 +36,17 @@ func checkAudit(t *testing.T, p *proxytest.Proxy, want []string) map[string]any 
 	return end
 }
 
+// denials returns the policy.denied events, and stops the test when there
+// are none.
+func denials(t *testing.T, p *proxytest.Proxy) []map[string]any {
+	t.Helper()
+	d := p.Audit.Find(t, "policy.denied")
+	if len(d) == 0 {
+		t.Fatal("no policy.denied event")
+	}
+	return d
+}
+
 // number reads a numeric audit field (-1 when absent).
 func number(ev map[string]any, key string) int {
 	if v, ok := ev[key].(float64); ok {
@@ -276,10 +287,71 @@ func TestMailBeforeAuth(t *testing.T) {
 	c.Expect("530 5.7.0 *")
 	c.Send("RCPT TO:<bob@example.test>")
 	c.Expect("502 *") // no transaction open
+	c.Send("MAIL FROM:<%s>", user)
+	c.Expect("530 5.7.0 *")
 	quit(c)
-	checkAudit(t, p, []string{"session.start", "session.end"})
+	// The probe is on record, once however often it tries.
+	checkAudit(t, p, []string{"session.start", "policy.denied", "session.end"})
+	if d := denials(t, p); d[0]["reason"] != "input" {
+		t.Errorf("denied event %v, want reason input", d[0])
+	}
 	if n := prov.conns.Load(); n != 0 {
 		t.Errorf("the provider saw %d connections before any AUTH", n)
+	}
+}
+
+// TestMalformedAuth: AUTH responses mailproxy or go-smtp refuse before
+// asking the provider are audited (reason input), and ask nothing of it.
+func TestMalformedAuth(t *testing.T) {
+	cases := map[string]struct {
+		send  func(c *testkit.Conn)
+		reply string
+	}{
+		"PLAIN without a user name": {func(c *testkit.Conn) { c.Send("AUTH PLAIN %s", b64("\x00\x00"+password)) }, "501 5.5.2 *"},
+		"LOGIN without a user name": {func(c *testkit.Conn) {
+			c.Send("AUTH LOGIN")
+			c.Expect("334 *")
+			c.Send("")
+			c.Expect("334 *")
+			c.Send("%s", b64(password))
+		}, "501 5.5.2 *"},
+		"PLAIN not three parts": {func(c *testkit.Conn) { c.Send("AUTH PLAIN %s", b64("no separators")) }, "454 4.7.0 *"},
+		"not base64":            {func(c *testkit.Conn) { c.Send("AUTH PLAIN !!!") }, "454 4.7.0 Invalid base64 data"},
+	}
+	pki := testkit.NewPKI(t)
+	prov := startProvider(t, pki, "smtps")
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			p := start(t, pki, prov.endpoint)
+			c := testkit.Dial(t, p.Addr)
+			greet(c, "pc")
+			tc.send(c)
+			c.Expect(tc.reply)
+			quit(c)
+			checkAudit(t, p, []string{"session.start", "policy.denied", "session.end"})
+			if d := denials(t, p); d[0]["reason"] != "input" {
+				t.Errorf("denied event %v, want reason input", d[0])
+			}
+		})
+	}
+	// However often an app tries, the log holds a bounded number of
+	// refusals: the fifth ends the session.
+	t.Run("repeated", func(t *testing.T) {
+		p := start(t, pki, prov.endpoint)
+		c := testkit.Dial(t, p.Addr)
+		greet(c, "pc")
+		for range 5 {
+			c.Send("AUTH PLAIN !!!")
+			c.Expect("454 4.7.0 *")
+		}
+		c.ExpectClosed(5 * time.Second)
+		checkAudit(t, p, []string{"session.start", "policy.denied", "policy.denied", "policy.denied", "policy.denied", "policy.denied", "policy.denied", "session.end"})
+		if d := denials(t, p); d[len(d)-1]["reason"] != "limit" {
+			t.Errorf("last denied event %v, want reason limit", d[len(d)-1])
+		}
+	})
+	if n := prov.conns.Load(); n != 0 {
+		t.Errorf("the provider saw %d connections", n)
 	}
 }
 
@@ -310,7 +382,7 @@ func TestRecipientsLimit(t *testing.T) {
 		t.Errorf("the provider received %+v", got)
 	}
 	checkAudit(t, p, []string{"session.start", "upstream.connect", "upstream.tls", "auth", "policy.denied", "session.end"})
-	if d := p.Audit.Find(t, "policy.denied"); d[0]["reason"] != "limit" {
+	if d := denials(t, p); d[0]["reason"] != "limit" {
 		t.Errorf("denied event %v, want reason limit", d[0])
 	}
 }
@@ -344,11 +416,81 @@ func TestSizeLimit(t *testing.T) {
 		t.Errorf("the provider kept %d messages", len(got))
 	}
 	end := checkAudit(t, p, []string{"session.start", "upstream.connect", "upstream.tls", "auth", "policy.denied", "session.end"})
-	if d := p.Audit.Find(t, "policy.denied"); d[0]["reason"] != "limit" {
+	if d := denials(t, p); d[0]["reason"] != "limit" {
 		t.Errorf("denied event %v, want reason limit", d[0])
 	}
 	if e, _ := end["error"].(string); !strings.Contains(e, "larger than 4096 bytes") {
 		t.Errorf("session.end error %q", e)
+	}
+}
+
+// TestSizeAnnounced: MAIL with a SIZE= over the SIZE offered is refused
+// by go-smtp itself; the refusal is audited, and the session goes on.
+func TestSizeAnnounced(t *testing.T) {
+	pki := testkit.NewPKI(t)
+	prov := startProvider(t, pki, "smtps")
+	p := start(t, pki, prov.endpoint, func(st *proxy.Settings) { st.Limits.MaxMessageSize = 4096 })
+	c := testkit.Dial(t, p.Addr)
+	login(c)
+	c.Send("MAIL FROM:<%s> SIZE=999999999", user)
+	c.Expect("552 5.3.4 *")
+	c.Send("MAIL FROM:<%s> SIZE=100", user)
+	c.Expect("250 *")
+	quit(c)
+	end := checkAudit(t, p, []string{"session.start", "upstream.connect", "upstream.tls", "auth", "policy.denied", "session.end"})
+	if d := denials(t, p); d[0]["reason"] != "limit" || !strings.Contains(d[0]["detail"].(string), "4096") {
+		t.Errorf("denied event %v, want reason limit", d[0])
+	}
+	if e, ok := end["error"]; ok {
+		t.Errorf("session.end error %q: the session went on", e)
+	}
+}
+
+// TestSizeLimitBDAT: BDAT chunks whose total goes over the SIZE offered
+// are refused by go-smtp itself, and audited. Before the message has
+// started at the provider, the session goes on; after, the provider
+// connection went with the partial message, and session.end says why.
+func TestSizeLimitBDAT(t *testing.T) {
+	pki := testkit.NewPKI(t)
+	prov := startProvider(t, pki, "smtps")
+	for _, started := range []bool{false, true} {
+		t.Run(fmt.Sprintf("started %v", started), func(t *testing.T) {
+			p := start(t, pki, prov.endpoint, func(st *proxy.Settings) { st.Limits.MaxMessageSize = 4096 })
+			c := testkit.Dial(t, p.Addr)
+			login(c)
+			c.Send("MAIL FROM:<%s>", user)
+			c.Expect("250 *")
+			c.Send("RCPT TO:<bob@example.test>")
+			c.Expect("250 *")
+			first := "" // go-smtp's Data runs, nothing reached the provider
+			if started {
+				first = "Subject: big\r\n\r\nbody\r\n" // the header block ended: DATA started
+			}
+			c.SendRaw(fmt.Sprintf("BDAT %d\r\n%s", len(first), first))
+			c.Expect("250 *")
+			big := strings.Repeat("z", 5000)
+			c.SendRaw(fmt.Sprintf("BDAT %d LAST\r\n%s", len(big), big))
+			c.Expect("552 5.3.4 *")
+			c.Send("MAIL FROM:<%s>", user)
+			if started {
+				c.Expect("421 4.4.0 *(the app's message was cut short)*")
+				c.ExpectClosed(5 * time.Second)
+			} else {
+				c.Expect("250 *")
+				quit(c)
+			}
+			end := checkAudit(t, p, []string{"session.start", "upstream.connect", "upstream.tls", "auth", "policy.denied", "session.end"})
+			if d := denials(t, p); d[0]["reason"] != "limit" {
+				t.Errorf("denied event %v, want reason limit", d[0])
+			}
+			e, _ := end["error"].(string)
+			if started && !strings.Contains(e, "larger than 4096 bytes") || !started && e != "" {
+				t.Errorf("session.end error %q", e)
+			}
+		})
+	}
+	if got := prov.received(); len(got) != 0 {
+		t.Errorf("the provider kept %d messages", len(got))
 	}
 }
 
@@ -440,7 +582,7 @@ func TestTLSPolicyRefusal(t *testing.T) {
 		c.Expect("454 4.7.0 mailproxy refused the provider (reason: certificate)*")
 		quit(c)
 		checkAudit(t, p, []string{"session.start", "upstream.connect", "policy.denied", "session.end"})
-		if d := p.Audit.Find(t, "policy.denied"); d[0]["reason"] != "certificate" {
+		if d := denials(t, p); d[0]["reason"] != "certificate" {
 			t.Errorf("denied event %v, want reason certificate", d[0])
 		}
 	})
@@ -538,7 +680,7 @@ func TestRouteByLoginDomain(t *testing.T) {
 	}
 	checkEHLONames(t, other)
 	checkAudit(t, p, []string{"session.start", "policy.denied", "upstream.connect", "upstream.tls", "auth", "session.end"})
-	if d := p.Audit.Find(t, "policy.denied"); d[0]["reason"] != "non_provider_host" || d[0]["host"] != "nowhere.test" {
+	if d := denials(t, p); d[0]["reason"] != "non_provider_host" || d[0]["host"] != "nowhere.test" {
 		t.Errorf("denied event %v", d[0])
 	}
 }
@@ -720,10 +862,23 @@ func TestTimeouts(t *testing.T) {
 	pki := testkit.NewPKI(t)
 	prov := startProvider(t, pki, "smtps")
 	t.Run("before login", func(t *testing.T) {
-		p := start(t, pki, prov.endpoint, func(st *proxy.Settings) { st.Limits.PreauthTimeout = time.Second })
+		const preauth = time.Second
+		p := start(t, pki, prov.endpoint, func(st *proxy.Settings) { st.Limits.PreauthTimeout = preauth })
+		began := time.Now()
 		c := testkit.Dial(t, p.Addr)
-		greet(c, "pc")
-		c.Expect("421 4.4.2 *")
+		// The EHLO reply may or may not come before the 421, however
+		// slow the machine: the deadline runs from the connection.
+		c.Expect("220 *")
+		c.Send("EHLO pc")
+		lines := c.ExpectUntil("421 4.4.2 *")
+		for _, l := range lines[:len(lines)-1] {
+			if !strings.HasPrefix(l, "250") {
+				t.Errorf("before the 421: %q", l)
+			}
+		}
+		if d := time.Since(began); d < preauth {
+			t.Errorf("421 after %v, before preauth_timeout (%v)", d, preauth)
+		}
 		c.ExpectClosed(5 * time.Second)
 		end := checkAudit(t, p, []string{"session.start", "policy.denied", "session.end"})
 		if e, _ := end["error"].(string); !strings.Contains(e, "preauth_timeout") {
@@ -731,7 +886,10 @@ func TestTimeouts(t *testing.T) {
 		}
 	})
 	t.Run("during the message", func(t *testing.T) {
-		p := start(t, pki, prov.endpoint, func(st *proxy.Settings) { st.Limits.CommandTimeout = time.Second })
+		// command_timeout also bounds the provider's greeting, EHLO and
+		// AUTH, and the login: 3 s leaves those room on a loaded machine.
+		const timeout = 3 * time.Second
+		p := start(t, pki, prov.endpoint, func(st *proxy.Settings) { st.Limits.CommandTimeout = timeout })
 		c := testkit.Dial(t, p.Addr)
 		login(c)
 		c.Send("MAIL FROM:<%s>", user)
@@ -740,8 +898,12 @@ func TestTimeouts(t *testing.T) {
 		c.Expect("250 *")
 		c.Send("DATA")
 		c.Expect("354 *")
+		silent := time.Now() // the proxy's last read starts after this
 		c.SendRaw("Subject: unfinished\r\n\r\nand then nothing")
 		c.Expect("421 4.4.2 *")
+		if d := time.Since(silent); d < timeout {
+			t.Errorf("421 after %v of silence, before command_timeout (%v)", d, timeout)
+		}
 		c.ExpectClosed(5 * time.Second)
 		end := checkAudit(t, p, []string{"session.start", "upstream.connect", "upstream.tls", "auth", "policy.denied", "session.end"})
 		if e, _ := end["error"].(string); !strings.Contains(e, "command_timeout") {

@@ -76,12 +76,15 @@ func (g *greetedConn) Read(b []byte) (int, error) {
 // "localhost"), never the app's: an app's EHLO name often carries the
 // computer's name (RFC 5321 §4.1.1.1 asks for the client's FQDN, which is
 // exactly what must not reach the provider).
-func start(conn *tlsconf.Upstream, route policy.Route, name string, timeout time.Duration) (*upstream, error) {
+//
+// overlong is called, once, when a reply of the provider runs past
+// maxReply (replyConn), to audit that refusal.
+func start(conn *tlsconf.Upstream, route policy.Route, name string, timeout time.Duration, overlong func()) (*upstream, error) {
 	var nc net.Conn = conn
 	if conn.AfterSTARTTLS {
 		nc = &greetedConn{Conn: conn, greeting: []byte(syntheticGreeting)}
 	}
-	c := gosmtp.NewClient(nc)
+	c := gosmtp.NewClient(newReplyConn(nc, overlong))
 	c.CommandTimeout = timeout
 	c.SubmissionTimeout = timeout
 	if name == "" {
@@ -91,7 +94,7 @@ func start(conn *tlsconf.Upstream, route policy.Route, name string, timeout time
 		var se *gosmtp.SMTPError
 		if errors.As(err, &se) {
 			// Under TLS: the provider's own words.
-			return nil, &proxy.ProviderError{Msg: fmt.Sprintf("the provider refused the session: %d %s", se.Code, se.Message)}
+			return nil, &proxy.ProviderError{Msg: fmt.Sprintf("the provider refused the session: %d %s", se.Code, clipText(se.Message))}
 		}
 		return nil, fmt.Errorf("greeting the provider: %w", err)
 	}
