@@ -156,7 +156,7 @@ func (f *session) appFailed(err error, cut bool) error {
 	// app's connection.
 	switch {
 	case errors.Is(err, gosmtp.ErrDataTooLarge):
-		d := f.s.Deny(policy.ReasonLimit, "", "the app's message is larger than %d bytes (the SIZE offered: max_message_size or the provider's)", f.maxSize)
+		d := f.s.Deny(policy.ReasonLimit, "", "the app's message is larger than %d bytes (the SIZE offered: max_message_size, or 64 MiB)", f.maxSize)
 		if cut {
 			f.fail(d)
 		}
