@@ -112,7 +112,7 @@ func ParseEndpoint(raw string) (Endpoint, error) {
 // Scheme returns the URL scheme that describes e.
 func (e Endpoint) Scheme() string {
 	s := string(e.Proto)
-	if e.Security == ImplicitTLS {
+	if e.Security == ImplicitTLS && e.Proto != HTTPS { // "https" says TLS already
 		s += "s"
 	}
 	return s

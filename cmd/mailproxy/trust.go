@@ -144,6 +144,10 @@ func trustAccept(store *trust.Store, args []string, stdout, stderr io.Writer) in
 		fmt.Fprint(stderr, trustUsage)
 		return exitUsage
 	}
+	// It stores an anchor for good: never under weakened X.509 checks.
+	if !checkEnvironment(stderr) {
+		return exitFailure
+	}
 	host = policy.NormalizeHost(host)
 	c, err := loadConfig(*path, *provider)
 	if err != nil {
@@ -152,7 +156,7 @@ func trustAccept(store *trust.Store, args []string, stdout, stderr io.Writer) in
 	}
 	p, ep, ok := endpointOn(c, host)
 	if !ok {
-		fmt.Fprintf(stderr, "mailproxy trust: no configured provider has an endpoint on %s\n", host)
+		fmt.Fprintf(stderr, "mailproxy trust: no configured provider connects to %s\n", host)
 		return exitUsage
 	}
 	d := &tlsconf.Dialer{Timeout: *timeout} // no store: the anchor is what we are deciding on
@@ -220,11 +224,36 @@ func parseWithOneArg(fs *flag.FlagSet, args []string) (string, error) {
 	return arg, nil
 }
 
-// endpointOn finds a configured endpoint on host, in protocol order.
+// endpointOn finds what to connect to on host, for trust accept: a
+// configured endpoint on it (in protocol order); else the provider's
+// OAuth2 endpoint on it (HTTPS); else, for a host on a provider's
+// allowlist (a login may name one), the provider's first endpoint moved
+// to that host, as a login would. Every host mailproxy may connect to,
+// and so may refuse for a changed anchor, can be accepted.
 func endpointOn(c *config.Config, host string) (*policy.Provider, policy.Endpoint, bool) {
 	for _, p := range c.Providers {
 		for _, proto := range policy.Protos {
 			if ep, ok := p.Endpoint(proto); ok && ep.Host == host {
+				return p, ep, true
+			}
+		}
+	}
+	for _, p := range c.Providers {
+		if o := p.OAuth2; o != nil {
+			for _, u := range []string{o.TokenURL, o.DeviceAuthURL, o.AuthURL} {
+				if ep, err := p.OAuth2Endpoint(u); u != "" && err == nil && ep.Host == host {
+					return p, ep, true
+				}
+			}
+		}
+	}
+	for _, p := range c.Providers {
+		if !p.Allows(host) {
+			continue
+		}
+		for _, proto := range policy.Protos {
+			if ep, ok := p.Endpoint(proto); ok {
+				ep.Host = host
 				return p, ep, true
 			}
 		}

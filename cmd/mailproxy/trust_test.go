@@ -190,3 +190,69 @@ func TestTrustTOFUFalse(t *testing.T) {
 		t.Errorf("tofu = false learned an anchor:\n%s", out)
 	}
 }
+
+// TestTrustAcceptOtherHosts: `trust accept` takes every host mailproxy may
+// connect to and so may refuse for a changed anchor: an OAuth2 token
+// host, and a host on the allowlist that a login may name; a host of no
+// provider is refused.
+func TestTrustAcceptOtherHosts(t *testing.T) {
+	t.Setenv("XDG_DATA_HOME", t.TempDir())
+	ca, err := certs.NewCA("Provider Root A")
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := ca.Issue(certs.Leaf{Names: []string{"127.0.0.1", "localhost", "::1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	caFile := filepath.Join(t.TempDir(), "roots.pem")
+	os.WriteFile(caFile, ca.PEM(), 0o644)
+	addr := tlsServer(t, &tls.Config{Certificates: []tls.Certificate{leaf}})
+	_, port, _ := net.SplitHostPort(addr)
+	pin := tlsconf.FormatPin(tlsconf.SPKIHash(ca.Cert))
+	for _, c := range []struct{ name, hosts, extra, host, dialled string }{
+		{"token host", `["127.0.0.1", "localhost"]`, fmt.Sprintf(`
+[provider.oauth2]
+client_id = "mailproxy-test"
+auth_url = "https://localhost:%s/authorize"
+token_url = "https://localhost:%s/token"
+scopes = ["mail"]
+`, port, port), "localhost", "https://localhost:" + port},
+		{"allowlisted host", `["127.0.0.1", "localhost"]`, "", "localhost", "imaps://localhost:" + port},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Setenv("XDG_DATA_HOME", t.TempDir())
+			conf := writeFile(t, "other.toml", fmt.Sprintf(`[[provider]]
+name = "local"
+hosts = %s
+imap = "imaps://127.0.0.1:%s"
+ca_file = %q
+allow_private_addresses = true
+%s
+[[listen]]
+protocol = "imap"
+address = "127.0.0.1:1143"
+provider = "local"
+`, c.hosts, port, caFile, c.extra))
+			code, out, errOut := run("trust", "accept", "-config", conf, "-yes", c.host)
+			if code != 0 || !strings.Contains(out, c.dialled+" presents this chain") || !strings.Contains(out, "remembered "+pin+" for "+c.host) {
+				t.Fatalf("exit %d\n%s%s", code, out, errOut)
+			}
+		})
+	}
+	conf := writeFile(t, "none.toml", fmt.Sprintf(`[[provider]]
+name = "local"
+hosts = ["127.0.0.1"]
+imap = "imaps://127.0.0.1:%s"
+ca_file = %q
+allow_private_addresses = true
+
+[[listen]]
+protocol = "imap"
+address = "127.0.0.1:1143"
+provider = "local"
+`, port, caFile))
+	if code, _, errOut := run("trust", "accept", "-config", conf, "-yes", "localhost"); code != 2 || !strings.Contains(errOut, "no configured provider connects to localhost") {
+		t.Fatalf("a host of no provider: exit %d %s", code, errOut)
+	}
+}
