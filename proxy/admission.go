@@ -20,7 +20,11 @@ import (
 //   - sessions_per_minute_per_client new sessions from one client, with
 //     that many at once, so that a program that connects and hangs up as
 //     fast as it can does not write a full audit record per attempt (its
-//     refusals are aggregated, policy.Audit.Refused).
+//     refusals are aggregated, policy.Audit.Refused);
+//   - allClientsFactor times that from all clients together: a local
+//     program can connect from any of the 2^24 loopback addresses, each
+//     a client of its own, and the sum is what bounds the audit log's
+//     growth (about 20 full session records a second at the defaults).
 //
 // When the listener is full (in all, or before login), a new app is not
 // simply turned away: if another client holds more sessions before login
@@ -40,8 +44,13 @@ type admission struct {
 	// bucket: sessions_per_minute_per_client tokens, one back every
 	// 60/that seconds). A full bucket is forgotten.
 	rates map[netip.Prefix]*allowance
+	all   *allowance       // every client's new sessions together
 	now   func() time.Time // time.Now; tests set it
 }
+
+// allClientsFactor is how many clients' worth of new sessions a minute a
+// listener starts in all.
+const allClientsFactor = 10
 
 // allowance is a client's token bucket of new sessions.
 type allowance struct {
@@ -69,6 +78,17 @@ func (a *admission) spend(key netip.Prefix, perMinute int) bool {
 		b.tokens = min(capacity, b.tokens+now.Sub(b.at).Seconds()*rate)
 		b.at = now
 	}
+	// All clients' allowance first, so that a client refused by it keeps
+	// its own.
+	all := allClientsFactor * float64(perMinute)
+	if a.all == nil {
+		a.all = &allowance{tokens: all, at: now}
+	}
+	a.all.tokens = min(all, a.all.tokens+now.Sub(a.all.at).Seconds()*all/60)
+	a.all.at = now
+	if a.all.tokens < 1 {
+		return false
+	}
 	b := a.rates[key]
 	if b == nil {
 		if len(a.rates) >= maxRates {
@@ -92,6 +112,7 @@ func (a *admission) spend(key netip.Prefix, perMinute int) bool {
 		return false
 	}
 	b.tokens--
+	a.all.tokens--
 	return true
 }
 
@@ -131,13 +152,16 @@ func (a *admission) admit(s *Session, l ListenSpec, lim Limits) (evict *Session,
 		return nil, fmt.Sprintf("client %v already has %d sessions on listener %s (max_sessions_per_client)", key, mine.sessions, l.Address)
 	}
 	if !a.spend(key, lim.SessionsPerMinutePerClient) {
+		if a.all.tokens < 1 {
+			return nil, fmt.Sprintf("listener %s started more than %d sessions a minute from all clients together (%d × sessions_per_minute_per_client)", l.Address, allClientsFactor*lim.SessionsPerMinutePerClient, allClientsFactor)
+		}
 		return nil, fmt.Sprintf("client %v started more than %d sessions a minute on listener %s (sessions_per_minute_per_client)", key, lim.SessionsPerMinutePerClient, l.Address)
 	}
 	maxPrelogin := max(1, l.MaxSessions/2)
 	if a.total >= l.MaxSessions || a.prelogin >= maxPrelogin {
 		var victim *clientSessions
 		for k, c := range a.clients {
-			if k != key && len(c.waiting) > 0 && (victim == nil || len(c.waiting) > len(victim.waiting)) {
+			if k != key && evictable(c) != nil && (victim == nil || len(c.waiting) > len(victim.waiting)) {
 				victim = c
 			}
 		}
@@ -145,7 +169,7 @@ func (a *admission) admit(s *Session, l ListenSpec, lim Limits) (evict *Session,
 			return nil, fmt.Sprintf("listener %s is full: %d sessions, %d of them before login (max_sessions %d, half of them before login)",
 				l.Address, a.total, a.prelogin, l.MaxSessions)
 		}
-		evict = victim.waiting[0]
+		evict = evictable(victim)
 		a.leave(evict)
 	}
 	a.clients[key] = mine
@@ -155,6 +179,17 @@ func (a *admission) admit(s *Session, l ListenSpec, lim Limits) (evict *Session,
 	mine.waiting = append(mine.waiting, s)
 	s.admitted = true
 	return evict, ""
+}
+
+// evictable is c's oldest session before login that is not logging in
+// at the provider, nil if none.
+func evictable(c *clientSessions) *Session {
+	for _, s := range c.waiting {
+		if !s.loggingIn.Load() {
+			return s
+		}
+	}
+	return nil
 }
 
 // loggedIn moves s out of the sessions before login.

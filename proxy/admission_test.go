@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 )
@@ -109,5 +110,73 @@ func TestAdmissionRate(t *testing.T) {
 	}
 	if len(a.rates) > maxRates+1 { // +1: the allowance the rest share
 		t.Errorf("%d allowances remembered, want at most %d", len(a.rates), maxRates+1)
+	}
+}
+
+// TestAdmissionRateAllClients: a program cycling through loopback
+// addresses (each a client of its own) still gets no more than
+// allClientsFactor clients' worth of new sessions a minute in all; the
+// refusal says which bound it met.
+func TestAdmissionRateAllClients(t *testing.T) {
+	spec := ListenSpec{Address: "127.0.0.1:1143", MaxSessions: 100}
+	lim := Limits{MaxSessionsPerClient: 100, SessionsPerMinutePerClient: 6}
+	now := time.Unix(1000, 0)
+	a := admission{now: func() time.Time { return now }}
+	admitted, last := 0, ""
+	for i := range 1000 {
+		s := &Session{Remote: netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, byte(i >> 8), byte(i)}), 40000)}
+		_, refusal := a.admit(s, spec, lim)
+		a.done(s)
+		if refusal == "" {
+			admitted++
+		} else {
+			last = refusal
+		}
+	}
+	if admitted != allClientsFactor*6 {
+		t.Errorf("%d sessions from 1000 addresses at once, want %d", admitted, allClientsFactor*6)
+	}
+	if !strings.Contains(last, "all clients together") {
+		t.Errorf("refusal %q", last)
+	}
+	now = now.Add(10 * time.Second) // 10 s of 60/minute: 10 more
+	admitted = 0
+	for i := range 100 {
+		s := &Session{Remote: netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 1, 0, byte(i)}), 40000)}
+		if _, refusal := a.admit(s, spec, lim); refusal == "" {
+			admitted++
+		}
+		a.done(s)
+	}
+	if admitted != 10 {
+		t.Errorf("after 10 s, %d more sessions, want 10", admitted)
+	}
+}
+
+// TestAdmissionSparesLoginInProgress: a session whose login is at the
+// provider is never closed to make room.
+func TestAdmissionSparesLoginInProgress(t *testing.T) {
+	spec := ListenSpec{Address: "127.0.0.1:1143", MaxSessions: 4} // 2 may wait
+	lim := Limits{MaxSessionsPerClient: 4, SessionsPerMinutePerClient: 1000}
+	var a admission
+	from := func(ip string) *Session {
+		return &Session{Remote: netip.AddrPortFrom(netip.MustParseAddr(ip), 40000)}
+	}
+	x := []*Session{from("127.0.0.1"), from("127.0.0.1")}
+	for _, s := range x {
+		if _, r := a.admit(s, spec, lim); r != "" {
+			t.Fatal(r)
+		}
+	}
+	x[0].loggingIn.Store(true)
+	n1 := from("127.0.0.2")
+	if evict, r := a.admit(n1, spec, lim); r != "" || evict != x[1] {
+		t.Fatalf("evicted %v (%s), want the session not logging in", evict, r)
+	}
+	// Both waiting sessions are logging in: nothing to evict, the
+	// newcomer is refused.
+	n1.loggingIn.Store(true)
+	if evict, r := a.admit(from("127.0.0.3"), spec, lim); r == "" || evict != nil {
+		t.Fatalf("a session logging in was evicted (%v)", evict)
 	}
 }

@@ -83,6 +83,8 @@ const MaxLoginAttempts = 5
 //
 // On ok the connection is the front's, to relay; otherwise it is closed.
 func (s *Session) LoginUpstream(ctx context.Context, creds Credentials, login Login) (bool, error) {
+	s.loggingIn.Store(true)
+	defer s.loggingIn.Store(false)
 	s.mu.Lock()
 	s.attempts++
 	attempts := s.attempts

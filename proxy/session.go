@@ -44,6 +44,9 @@ type Session struct {
 	attempts int
 	// admitted is the listener admission's: the session holds a slot.
 	admitted bool
+	// loggingIn is set while LoginUpstream runs: such a session is never
+	// closed to make room (the provider may be checking its password).
+	loggingIn atomic.Bool
 	// loginErr is the last login attempt that failed without the
 	// provider's verdict (unreachable, broken protocol, no mechanism),
 	// for session.end when the session ends without a login.
