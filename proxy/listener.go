@@ -208,10 +208,16 @@ func (l *Listener) handle(ctx context.Context, c net.Conn) {
 	}
 	s.onLogin = func() { l.admission.loggedIn(s) }
 	l.active.Add(1)
-	defer func() {
-		l.admission.done(s)
-		l.active.Add(-1)
-	}()
+	// The slot is given back before session.end is written (and on every
+	// way out): whoever reads the end in the log finds the slot free.
+	var leaveOnce sync.Once
+	leave := func() {
+		leaveOnce.Do(func() {
+			l.admission.done(s)
+			l.active.Add(-1)
+		})
+	}
+	defer leave()
 
 	l.mu.Lock()
 	l.sessions[s] = struct{}{}
@@ -229,6 +235,7 @@ func (l *Listener) handle(ctx context.Context, c net.Conn) {
 		// failed for a reason no other event records.
 		err = s.unexplained()
 	}
+	leave()
 	audit.End(policy.SessionStats{
 		BytesUp: s.bytesUp.Load(), BytesDown: s.bytesDown.Load(),
 		Duration: time.Since(s.start), Mail: s.mail, Err: err,

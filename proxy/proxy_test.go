@@ -301,3 +301,47 @@ type frontFunc func(ctx context.Context, s *Session) error
 
 func (f frontFunc) Serve(ctx context.Context, s *Session) error { return f(ctx, s) }
 func (frontFunc) Refuse(io.Writer, policy.Reason, string)       {}
+
+// panicWriter is an app-to-provider filter that panics at the first
+// byte, as a bug in the ID filter would.
+type panicWriter struct{}
+
+func (panicWriter) Write([]byte) (int, error) { panic("filter boom") }
+
+// TestRelayPanicEndsOnlyThatSession: a panic in the relay's own goroutine
+// (app to provider, where the IMAP front's ID filter runs) ends that
+// session with session.panic, not the process.
+func TestRelayPanicEndsOnlyThatSession(t *testing.T) {
+	audit := &testkit.Audit{}
+	front := frontFunc(func(ctx context.Context, s *Session) error {
+		up, provider := net.Pipe()
+		defer provider.Close()
+		go io.Copy(io.Discard, provider)
+		return s.Relay(s.Client, nil, up, nil, func(io.Writer) io.Writer { return panicWriter{} })
+	})
+	l := NewListener(front, policy.NewAudit(audit, 0), &tlsconf.Dialer{}, &Settings{
+		Listen: ListenSpec{Proto: policy.IMAP, Address: "127.0.0.1:0", MaxSessions: 10, Access: policy.Access{Loopback: true}},
+	})
+	if err := l.Listen(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	go l.Serve(context.Background())
+	defer l.Shutdown(context.Background())
+	for range 2 {
+		c, err := net.Dial("tcp", l.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		c.Write([]byte("a ID NIL\r\n"))
+		io.ReadAll(c) // the session ends; the listener goes on
+		c.Close()
+	}
+	audit.WaitFor(t, "session.end", 2)
+	if got := strings.Count(audit.String(), `"error":"internal error (please report): filter boom"`); got != 2 {
+		t.Errorf("want two session.end events naming the panic:\n%s", audit.String())
+	}
+	if p := audit.Find(t, "session.panic"); len(p) != 2 || !strings.Contains(p[0]["stack"].(string), "proxyCopy") {
+		t.Errorf("session.panic events: %v", p)
+	}
+}

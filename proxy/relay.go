@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime/debug"
 	"sync"
 	"time"
 )
@@ -54,10 +55,14 @@ func (s *Session) Relay(client net.Conn, clientPending []byte, up net.Conn, upPe
 	if err := writeAll(client, client, upPending, idle); err != nil {
 		return fmt.Errorf("relaying to the app: %w", err)
 	}
-	done := make(chan struct{})
+	done := make(chan *panicked, 1)
 	go proxyCopy(done, r, "app to provider", up, upW, client)
 	r.end("provider to app", client, up, r.pump(client, client, up))
-	<-done
+	if p := <-done; p != nil {
+		// On the session's goroutine, where the listener contains it:
+		// the session ends with session.panic, the others go on.
+		panic(p)
+	}
 	// The first failure is the cause; the other direction's error is
 	// usually only the consequence of closing both connections.
 	if r.err != nil && !errors.Is(r.err, errLinger) {
@@ -68,9 +73,20 @@ func (s *Session) Relay(client net.Conn, clientPending []byte, up net.Conn, upPe
 
 // proxyCopy copies the app's bytes to the provider. It is a named function
 // so that a goroutine dump says what each relay goroutine is.
-func proxyCopy(done chan<- struct{}, r *relay, dir string, dst net.Conn, w io.Writer, src net.Conn) {
+// A panic here (the ID filter parses what the app sends) would end the
+// whole process: it is caught, both connections closed so that the other
+// direction ends too, and handed to Relay.
+func proxyCopy(done chan<- *panicked, r *relay, dir string, dst net.Conn, w io.Writer, src net.Conn) {
+	defer func() {
+		var p *panicked
+		if v := recover(); v != nil {
+			p = &panicked{value: v, stack: debug.Stack()}
+			dst.Close()
+			src.Close()
+		}
+		done <- p
+	}()
 	r.end(dir, dst, src, r.pump(dst, w, src))
-	close(done)
 }
 
 // errLinger ends the remaining direction after a half-close.
