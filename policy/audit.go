@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 )
@@ -85,21 +86,37 @@ func (a *Audit) ConfigReload(path string, err error) {
 // Session returns the audit trail of one connection: every event it writes
 // carries conn and proto.
 func (a *Audit) Session(conn string, proto Proto) *SessionAudit {
-	return &SessionAudit{log: a.log.With("conn", conn, "proto", string(proto)), base: a.log, conn: conn}
+	return &SessionAudit{log: a.log.With("conn", conn, "proto", string(proto)), base: a.log, conn: conn, denials: &denials{}}
 }
 
 // SessionAudit writes the events of one connection.
 type SessionAudit struct {
-	log  *slog.Logger
-	base *slog.Logger // without conn and proto
-	conn string
+	log     *slog.Logger
+	base    *slog.Logger // without conn and proto
+	conn    string
+	denials *denials // shared with As's trails of the same connection
+}
+
+// maxSessionDenials is how many refusals one connection writes on their
+// own; the rest are counted into one event at its end, so that an app
+// repeating a refused command (a few bytes each, thousands within the
+// pre-login budget) cannot write thousands of lines.
+const maxSessionDenials = 20
+
+// denials counts one connection's refusals.
+type denials struct {
+	mu      sync.Mutex
+	written int
+	more    int64
+	since   time.Time
+	last    error // the latest refusal not written on its own
 }
 
 // As returns the audit trail of the same connection's work in another
 // protocol: a login's request to the provider's OAuth2 token endpoint is
 // audited under the session's conn with proto "https".
 func (s *SessionAudit) As(proto Proto) *SessionAudit {
-	return &SessionAudit{log: s.base.With("conn", s.conn, "proto", string(proto)), base: s.base, conn: s.conn}
+	return &SessionAudit{log: s.base.With("conn", s.conn, "proto", string(proto)), base: s.base, conn: s.conn, denials: s.denials}
 }
 
 // Start records a client that connected to a listener serving provider
@@ -263,7 +280,28 @@ func (s *SessionAudit) Panic(value any, stack []byte) {
 
 // Denied records a refusal. It does nothing unless err is or wraps a
 // *Denied, and returns whether it wrote an event.
+//
+// Past maxSessionDenials refusals in one connection, the rest are counted
+// and End writes the latest of them with the count.
 func (s *SessionAudit) Denied(err error) bool {
+	var d *Denied
+	if !errors.As(err, &d) {
+		return false
+	}
+	if dn := s.denials; dn != nil {
+		dn.mu.Lock()
+		if dn.written >= maxSessionDenials {
+			if dn.more == 0 {
+				dn.since = time.Now()
+			}
+			dn.more++
+			dn.last = err
+			dn.mu.Unlock()
+			return true
+		}
+		dn.written++
+		dn.mu.Unlock()
+	}
 	return writeDenied(s.log, err)
 }
 
@@ -311,8 +349,18 @@ type MailCounts struct {
 	Scrubbed int
 }
 
-// End records the end of a session.
+// End records the end of a session (after the count of refusals it did
+// not write on their own, if any).
 func (s *SessionAudit) End(st SessionStats) {
+	if dn := s.denials; dn != nil {
+		dn.mu.Lock()
+		more, since, last := dn.more, dn.since, dn.last
+		dn.more, dn.last = 0, nil
+		dn.mu.Unlock()
+		if more > 0 {
+			writeDenied(s.log, last, "count", more, "since", since)
+		}
+	}
 	attrs := []any{
 		"bytes_up", st.BytesUp,
 		"bytes_down", st.BytesDown,

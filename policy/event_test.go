@@ -75,3 +75,38 @@ func TestParseEventRefusesJunk(t *testing.T) {
 		}
 	}
 }
+
+// TestSessionDenialsBounded: one connection writes at most
+// maxSessionDenials refusals on their own; the rest (through any of its
+// trails) are one event with their count at the session's end.
+func TestSessionDenialsBounded(t *testing.T) {
+	var buf bytes.Buffer
+	a := NewAudit(&buf, slog.LevelInfo)
+	s := a.Session("c1", POP3)
+	s.Start("127.0.0.1:5000", "*")
+	for i := range 1000 {
+		trail := s
+		if i%2 == 1 {
+			trail = s.As(HTTPS)
+		}
+		trail.Denied(Deny(ReasonNonProviderHost, "evil.example", "USER a#evil.example %d", i))
+	}
+	s.End(SessionStats{})
+	var denied []Event
+	for _, line := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
+		e, err := ParseEvent([]byte(line))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.Msg == EventDenied {
+			denied = append(denied, e)
+		}
+	}
+	if len(denied) != maxSessionDenials+1 {
+		t.Fatalf("%d policy.denied lines for 1000 refusals, want %d", len(denied), maxSessionDenials+1)
+	}
+	last := denied[len(denied)-1]
+	if last.Int("count") != 1000-maxSessionDenials || !strings.Contains(last.Str("detail"), "999") {
+		t.Fatalf("the closing event: %v", last.Fields)
+	}
+}
