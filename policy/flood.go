@@ -118,9 +118,13 @@ type refusals struct {
 	stop   func() bool // the open interval's timer
 	gen    uint64      // counts intervals, so a stale timer does nothing
 	closed bool
-	keys   map[refusalKey]*refusalCount
-	folded map[refusalKind]*refusalCount
-	order  []*refusalCount // keys then "*" entries, in first-seen order
+	// writing counts the counts being written outside the lock (by the
+	// timer or Flush), so that Close returns only after them: the audit
+	// log's writer is closed right after.
+	writing sync.WaitGroup
+	keys    map[refusalKey]*refusalCount
+	folded  map[refusalKind]*refusalCount
+	order   []*refusalCount // keys then "*" entries, in first-seen order
 }
 
 func newRefusals() *refusals {
@@ -214,7 +218,9 @@ func (a *Audit) Flush() {
 	r := a.refused
 	r.mu.Lock()
 	ended := r.endLocked()
+	r.writing.Add(1)
 	r.mu.Unlock()
+	defer r.writing.Done()
 	a.writeCounts(ended)
 }
 
@@ -230,6 +236,7 @@ func (a *Audit) Close() {
 	r.closed = true
 	r.mu.Unlock()
 	a.writeCounts(ended)
+	r.writing.Wait()
 }
 
 // startLocked opens an interval at now, with its timer.
@@ -250,7 +257,9 @@ func (a *Audit) expire(gen uint64) {
 		return
 	}
 	ended := r.endLocked()
+	r.writing.Add(1)
 	r.mu.Unlock()
+	defer r.writing.Done()
 	a.writeCounts(ended)
 }
 
