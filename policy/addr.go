@@ -64,5 +64,15 @@ func isPublic(ip netip.Addr) bool {
 		}
 		return isPublic(netip.AddrFrom4(v4))
 	}
+	// Beyond those, only global unicast is public in IPv6: the rest of
+	// the space holds the deprecated IPv4-compatible (::a.b.c.d) and the
+	// IPv4-translated (::ffff:0:a.b.c.d) forms, which a host with a
+	// translator carries to the IPv4 address inside.
+	if ip.Is6() && !globalUnicast.Contains(ip) {
+		return false
+	}
 	return true
 }
+
+// globalUnicast is IPv6's global unicast space (RFC 4291 section 2.4).
+var globalUnicast = netip.MustParsePrefix("2000::/3")

@@ -183,7 +183,13 @@ func TestCheckAddr(t *testing.T) {
 		{"64:ff9b::a00:1", false, false},    // NAT64 of 10.0.0.1
 		{"64:ff9b::5db8:d70e", false, true}, // NAT64 of a public address
 		{"2002:c0a8:0101::1", false, false}, // 6to4 of 192.168.1.1
-		{"0.0.0.0", true, false},            // never, even with allow_private_addresses
+		{"::7f00:1", false, false},          // IPv4-compatible 127.0.0.1
+		{"::a00:1", false, false},           // IPv4-compatible 10.0.0.1
+		{"::ffff:0:7f00:1", false, false},   // IPv4-translated 127.0.0.1
+		{"::5db8:d70e", false, false},       // IPv4-compatible, deprecated whatever it holds
+		{"4000::1", false, false},           // outside global unicast
+		{"2001:4860:4860::8888", false, true},
+		{"0.0.0.0", true, false}, // never, even with allow_private_addresses
 		{"::", true, false},
 		{"224.0.0.1", true, false},
 		{"255.255.255.255", true, false},

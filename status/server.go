@@ -239,10 +239,11 @@ func (a admitting) Accept() (net.Conn, error) {
 		if access.Admits(client) {
 			return c, nil
 		}
-		c.Close()
+		// On record before the client sees the connection end.
 		listener := a.b.ln.Addr().String()
 		a.b.s.Audit.Refused(listener, Proto, client, policy.Deny(policy.ReasonRemoteClient, client.String(),
 			"client %v is not in allow_clients of the status page %s", client, listener))
+		c.Close()
 	}
 }
 
