@@ -296,6 +296,10 @@ func (d *doc) listener(i int, le *ListenEntry, c *Config, add func(*Error)) *pro
 	}
 	if (le.LocalCert == "") != (le.LocalKey == "") {
 		fail("local_cert", "local_cert and local_key go together")
+	} else if le.LocalCert != "" && (le.LocalSecurity == "" || le.LocalSecurity == string(proxy.LocalNone)) {
+		// Without local TLS the certificate would be ignored, and the
+		// listener left plaintext.
+		fail("local_cert", "local_cert needs local_security = starttls or tls")
 	}
 	if le.MaxSessions < 0 || le.MaxSessions > 100000 {
 		fail("max_sessions", "%d is outside 1..100000", le.MaxSessions)

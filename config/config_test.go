@@ -140,6 +140,10 @@ func TestParseBad(t *testing.T) {
 	bad(t, strings.Replace(provider, "imaps://", "pop3s://", 1)+listener, 4, "imap", "not imap")
 	bad(t, provider+strings.Replace(listener, `"imap"`, `"pop3"`, 1), 9, "provider", "no pop3 endpoint")
 	bad(t, provider+listener+"local_security = \"ssl\"\n", 10, "local_security", "none, starttls, tls")
+	// A certificate for a listener without local TLS would be ignored, and
+	// the listener plaintext.
+	bad(t, provider+listener+"local_cert = \"c.pem\"\nlocal_key = \"k.pem\"\n", 10, "local_cert", "needs local_security = starttls or tls")
+	bad(t, provider+listener+"local_security = \"none\"\nlocal_cert = \"c.pem\"\nlocal_key = \"k.pem\"\n", 11, "local_cert", "needs local_security = starttls or tls")
 	bad(t, "[limits]\nidle_timeout = \"5m\"\n"+provider+listener, 2, "idle_timeout", "at least")
 	bad(t, provider+"ca_file = \"missing.pem\"\n"+listener, 5, "ca_file", "missing.pem")
 	bad(t, provider+"pins = [\"sha256/abc\"]\n"+listener, 5, "pins", "32 bytes")

@@ -5,6 +5,8 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+
+	"mailproxy/policy"
 )
 
 // decode fills f from the generic document m (as go-toml decodes it into
@@ -167,9 +169,18 @@ func assign(dst reflect.Value, v any) (want string) {
 // names its type only, never the value.
 var secretKeys = map[string]bool{"via_password": true, "client_secret": true}
 
-// shown is how a message shows the value of key: described, or for a
-// secret key only its kind.
+// urlKeys hold URLs, which may carry a user name and password
+// ("socks5h://me:secret@127.0.0.1:9050"): a message shows their strings
+// without them (policy.RedactURL).
+var urlKeys = map[string]bool{"imap": true, "pop3": true, "smtp": true, "via": true,
+	"auth_url": true, "token_url": true, "device_auth_url": true}
+
+// shown is how a message shows the value of key: described (a URL without
+// its credentials), or for a secret key only its kind.
 func shown(key string, v any) string {
+	if urlKeys[key] {
+		return describe(redactStrings(v))
+	}
 	if !secretKeys[key] {
 		return describe(v)
 	}
@@ -186,6 +197,28 @@ func shown(key string, v any) string {
 		return "a table"
 	}
 	return "a date or time"
+}
+
+// redactStrings is v with every string in it, at any depth, passed
+// through policy.RedactURL.
+func redactStrings(v any) any {
+	switch x := v.(type) {
+	case string:
+		return policy.RedactURL(x)
+	case []any:
+		out := make([]any, len(x))
+		for i, e := range x {
+			out[i] = redactStrings(e)
+		}
+		return out
+	case map[string]any:
+		out := make(map[string]any, len(x))
+		for k, e := range x {
+			out[k] = redactStrings(e)
+		}
+		return out
+	}
+	return v
 }
 
 // describe names a TOML value's type and shows it, for messages.

@@ -110,6 +110,32 @@ func index(file string, data []byte) (*doc, Errors) {
 				continue
 			}
 			d.lines[joinPath(prefix, key)] = line
+			if sub, ok := knownKeys[table+"."+key]; ok && e.Value().Kind == unstable.InlineTable {
+				// oauth2 = { ... }: its keys are checked as a
+				// [provider.oauth2] table's are.
+				it := e.Value().Children()
+				for it.Next() {
+					kv := it.Node()
+					if kv.Kind != unstable.KeyValue {
+						continue
+					}
+					inner, iline := keyOf(kv)
+					path := joinPath(prefix, key+"."+inner[0])
+					if slices.Contains(sub, inner[0]) && len(inner) == 1 {
+						d.lines[path] = iline
+						continue
+					}
+					display := key + "." + strings.Join(inner, ".")
+					if table == "provider" || table == "listen" {
+						display += fmt.Sprintf(" (%s #%d)", table, count[table])
+					}
+					errs = append(errs, &Error{File: file, Line: iline, Key: display,
+						Msg: "unknown key in [" + table + "." + key + "]" + suggest(inner[0], sub)})
+					if best := closest(inner[0], sub); best != "" && len(inner) == 1 {
+						d.bad[joinPath(prefix, key+"."+best)] = true
+					}
+				}
+			}
 		}
 	}
 	if err := p.Error(); err != nil {

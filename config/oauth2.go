@@ -21,10 +21,14 @@ type OAuth2Entry struct {
 var oauth2Keys = []string{"client_id", "client_secret", "auth_url", "token_url", "device_auth_url", "scopes"}
 
 // fromPreset completes a [[provider]] that names a preset and gives no
-// hosts and no endpoints of its own: it is the preset, with the file's
-// [provider.oauth2] client_id and client_secret (the user's own
-// registration; a preset knows the endpoints and scopes, never a client).
-// Without a client_id, a preset relays passwords (app passwords).
+// hosts and no endpoints of its own: it takes the preset's hosts and
+// endpoints, its domains unless the entry names its own, and, when the
+// entry has a [provider.oauth2] table (the user's own registration: a
+// preset knows the endpoints and scopes, never a client), the preset's
+// OAuth2 endpoints and scopes the table leaves out. Everything else the
+// entry says (via, pins, ca_file, min_tls, tofu, ...) is kept, and checked
+// like any provider's. Without a client_id, a preset relays passwords (app
+// passwords).
 func fromPreset(pe *ProviderEntry) {
 	if len(pe.Hosts) > 0 || pe.IMAP != "" || pe.POP3 != "" || pe.SMTP != "" {
 		return
@@ -33,13 +37,24 @@ func fromPreset(pe *ProviderEntry) {
 		if p.Name != pe.Name {
 			continue
 		}
-		own := pe.OAuth2
-		*pe = p
 		pe.Hosts = slices.Clone(p.Hosts)
-		pe.OAuth2 = own
-		if own != nil && p.OAuth2 != nil && own.AuthURL == "" && own.TokenURL == "" && own.DeviceAuthURL == "" && len(own.Scopes) == 0 {
-			o := *p.OAuth2
-			o.ClientID, o.ClientSecret = own.ClientID, own.ClientSecret
+		pe.IMAP, pe.POP3, pe.SMTP = p.IMAP, p.POP3, p.SMTP
+		if len(pe.Domains) == 0 {
+			pe.Domains = slices.Clone(p.Domains)
+		}
+		if own := pe.OAuth2; own != nil && p.OAuth2 != nil {
+			o := *own
+			fill := func(dst *string, v string) {
+				if *dst == "" {
+					*dst = v
+				}
+			}
+			fill(&o.AuthURL, p.OAuth2.AuthURL)
+			fill(&o.TokenURL, p.OAuth2.TokenURL)
+			fill(&o.DeviceAuthURL, p.OAuth2.DeviceAuthURL)
+			if len(o.Scopes) == 0 {
+				o.Scopes = slices.Clone(p.OAuth2.Scopes)
+			}
 			pe.OAuth2 = &o
 		}
 		return

@@ -99,3 +99,42 @@ func TestOAuth2ConfigErrors(t *testing.T) {
 		t.Fatalf("no policy refusal behind %v", err)
 	}
 }
+
+// TestOAuth2InlineTableKeys: the keys of an inline oauth2 = { ... } are
+// checked like those of a [provider.oauth2] table: a misspelt one is an
+// error at its line, not dropped.
+func TestOAuth2InlineTableKeys(t *testing.T) {
+	const file = `[[provider]]
+name = "example"
+hosts = ["mail.example.com", "login.example.com"]
+imap = "imaps://mail.example.com:993"
+oauth2 = { client_id = "abc", client_secret = "s", auth_url = "https://login.example.com/a", token_url = "https://login.example.com/t", device_auth_url = "https://login.example.com/d", scopes = ["x"] }
+
+[[listen]]
+protocol = "imap"
+address = "127.0.0.1:1143"
+provider = "example"
+`
+	c, err := Parse("m.toml", []byte(file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o := c.Provider("example").OAuth2; o == nil || o.ClientSecret != "s" || o.DeviceAuthURL != "https://login.example.com/d" {
+		t.Fatalf("%+v", o)
+	}
+	for _, c := range []struct{ from, to, want string }{
+		{`client_secret =`, `client_secrt =`, `m.toml:5: oauth2.client_secrt (provider #1): unknown key in [provider.oauth2] (did you mean "client_secret"?)`},
+		{`device_auth_url =`, `device_auth_uri =`, `m.toml:5: oauth2.device_auth_uri (provider #1): unknown key in [provider.oauth2] (did you mean "device_auth_url"?)`},
+		{`scopes =`, `x.y = 1, scopes =`, `m.toml:5: oauth2.x.y (provider #1): unknown key in [provider.oauth2]`},
+	} {
+		_, err := Parse("m.toml", []byte(strings.Replace(file, c.from, c.to, 1)))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: got %v, want %q", c.to, err, c.want)
+		}
+	}
+	// A misspelt required key is one error, not also "client_id is required".
+	_, err = Parse("m.toml", []byte(strings.Replace(file, `client_id =`, `client_di =`, 1)))
+	if err == nil || strings.Count(err.Error(), "\n") != 0 || !strings.Contains(err.Error(), `did you mean "client_id"`) {
+		t.Errorf("client_di: %v", err)
+	}
+}

@@ -35,6 +35,7 @@ func addConfigSeeds(f *testing.F) {
 		"[[listen]\n",
 		"\xef\xbb\xbf[log]\r\nlevel = 'warn'\r\n",
 		"a = { b = 1, c = [1, 2, {d = 3}] }\n",
+		"[[provider]]\nname = \"gmail\"\noauth2 = { client_id = \"x\", client_secrt = 1, a.b = 2, scopes = { d = 3 } }\nvia = [\"socks5h://u:p@127.0.0.1:9050\"]\n",
 		"[[listen]]\n[[listen]]\n[[listen]]\nprotocol = \"imap\"\n",
 		oauthFile,
 		"[provider.oauth2]\nclient_id = \"x\"\n[[provider]]\nname = \"outlook\"\n[provider.oauth2]\nclient_id = \"\"\nscope = 1\n",

@@ -159,3 +159,49 @@ provider = "example"
 		}
 	}
 }
+
+// TestURLCredentialsNeverShown: a user name and password written into an
+// endpoint, via or OAuth2 URL, whether the URL is refused as a value or
+// as a value of the wrong type, never appear in the messages (which a
+// reload writes to the audit log).
+func TestURLCredentialsNeverShown(t *testing.T) {
+	doc := `[[provider]]
+name = "ex"
+hosts = ["mail.example.com", "login.example.com"]
+imap = "imaps://me:Hunter2Secret@mail.example.com:993"
+pop3 = "pop3s://me:p%zzsecret2@mail.example.com"
+smtp = ["smtps://me:ListSecret3@mail.example.com"]
+via = ["socks5h://u:ViaSecret4@127.0.0.1:9050"]
+[provider.oauth2]
+client_id = "x"
+auth_url = 5
+token_url = ["https://id:TokenSecret5@login.example.com/t"]
+device_auth_url = { u = "https://id:DeviceSecret6@login.example.com/d" }
+scopes = ["s"]
+
+[[listen]]
+protocol = "imap"
+address = "127.0.0.1:1143"
+provider = "ex"
+`
+	_, err := Parse("m.toml", []byte(doc))
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	// A key written twice ends decoding: that message shows no value either.
+	_, dup := Parse("m.toml", []byte(strings.Replace(doc, "[provider.oauth2]", `via = "socks5h://me:DupSecret7@127.0.0.1:9050"
+[provider.oauth2]`, 1)))
+	if dup == nil || !strings.Contains(dup.Error(), "already defined") || strings.Contains(dup.Error(), "DupSecret7") {
+		t.Errorf("a duplicate via: %v", dup)
+	}
+	for _, secret := range []string{"Hunter2Secret", "secret2", "ListSecret3", "ViaSecret4", "TokenSecret5", "DeviceSecret6"} {
+		if strings.Contains(err.Error(), secret) {
+			t.Errorf("the message shows %s:\n%v", secret, err)
+		}
+	}
+	for _, want := range []string{"m.toml:4: imap", "m.toml:5: pop3", "m.toml:6: smtp", "m.toml:7: via", "oauth2.token_url", "oauth2.device_auth_url", "…@mail.example.com"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("no %q in:\n%v", want, err)
+		}
+	}
+}

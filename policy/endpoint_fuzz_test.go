@@ -8,7 +8,8 @@ import (
 
 // FuzzParseEndpoint: whatever the string, ParseEndpoint does not panic;
 // what it accepts is a known protocol on a non-zero port at a valid,
-// normalised host, and its String() parses back to the same endpoint.
+// normalised host, and its String() parses back to the same endpoint; a
+// refused one never shows a password put before an "@" in it.
 //
 //	go test -run '^$' -fuzz '^FuzzParseEndpoint$' -fuzztime 60s ./policy/
 func FuzzParseEndpoint(f *testing.F) {
@@ -21,6 +22,12 @@ func FuzzParseEndpoint(f *testing.F) {
 		"imaps://[fe80::1%25eth0]:993",
 		"imaps://127.0.0.1:01993",
 		"imaps://user:pw@mail.example.com",
+		"imaps://user@mail.example.com:99999",
+		"pop3s://me@p%zzsecret@mail.example.com",
+		"ftp://me@mail.example.com",
+		"imaps://mail.example.com/x@y",
+		"me@mail.example.com",
+		"imaps://me@[fe80::1%25eth0]:993",
 		"imaps://mail.example.com:0",
 		"imaps://mail.example.com:65536",
 		"imaps://mail.example.com?x",
@@ -35,7 +42,14 @@ func FuzzParseEndpoint(f *testing.F) {
 	} {
 		f.Add(s)
 	}
+	const secret = "Fuzz-Secret-0x5eed"
 	f.Fuzz(func(t *testing.T, raw string) {
+		if i := strings.Index(raw, "@"); i >= 0 && !strings.Contains(raw, secret) {
+			withSecret := raw[:i] + ":" + secret + raw[i:]
+			if _, err := ParseEndpoint(withSecret); err == nil || strings.Contains(err.Error(), secret) {
+				t.Fatalf("ParseEndpoint(%q): %v: a password must be refused and not shown", withSecret, err)
+			}
+		}
 		e, err := ParseEndpoint(raw)
 		if err != nil {
 			if e != (Endpoint{}) {

@@ -76,33 +76,34 @@ var schemes = map[string]struct {
 
 // ParseEndpoint parses an endpoint URL such as "imaps://mail.example.com:993"
 // or "smtp://mail.example.com:587". A plain scheme (imap, pop3, smtp) means
-// STARTTLS is required. The port defaults to the scheme's usual one.
+// STARTTLS is required. The port defaults to the scheme's usual one. Its
+// errors show raw without a user name or password (RedactURL).
 func ParseEndpoint(raw string) (Endpoint, error) {
 	u, err := url.Parse(raw)
 	if err != nil || u.Opaque != "" || u.Host == "" {
-		return Endpoint{}, fmt.Errorf("%q is not an endpoint URL like imaps://mail.example.com:993", raw)
+		return Endpoint{}, fmt.Errorf("%q is not an endpoint URL like imaps://mail.example.com:993", RedactURL(raw))
 	}
 	sch, ok := schemes[u.Scheme]
 	if !ok {
-		return Endpoint{}, fmt.Errorf("%q: unknown scheme %q (want imaps, imap, pop3s, pop3, smtps or smtp)", raw, u.Scheme)
+		return Endpoint{}, fmt.Errorf("%q: unknown scheme %q (want imaps, imap, pop3s, pop3, smtps or smtp)", RedactURL(raw), u.Scheme)
 	}
 	if u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
-		return Endpoint{}, fmt.Errorf("%q: an endpoint is scheme://host:port and nothing else", raw)
+		return Endpoint{}, fmt.Errorf("%q: an endpoint is scheme://host:port and nothing else", RedactURL(raw))
 	}
 	host := NormalizeHost(u.Hostname())
 	if !validHostName(host) {
-		return Endpoint{}, fmt.Errorf("%q: %q is not a valid host name", raw, u.Hostname())
+		return Endpoint{}, fmt.Errorf("%q: %q is not a valid host name", RedactURL(raw), u.Hostname())
 	}
 	if a, err := netip.ParseAddr(host); err == nil && a.Zone() != "" {
 		// A zone names an interface of this machine, not a provider; and
 		// String could not write it back as the same URL.
-		return Endpoint{}, fmt.Errorf("%q: an endpoint address cannot name a network interface (%%%s)", raw, a.Zone())
+		return Endpoint{}, fmt.Errorf("%q: an endpoint address cannot name a network interface (%%%s)", RedactURL(raw), a.Zone())
 	}
 	port := sch.port
 	if p := u.Port(); p != "" {
 		n, err := strconv.ParseUint(p, 10, 16)
 		if err != nil || n == 0 {
-			return Endpoint{}, fmt.Errorf("%q: bad port %q", raw, p)
+			return Endpoint{}, fmt.Errorf("%q: bad port %q", RedactURL(raw), p)
 		}
 		port = uint16(n)
 	}
