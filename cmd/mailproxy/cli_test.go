@@ -289,3 +289,18 @@ func TestReportCommand(t *testing.T) {
 		t.Errorf("report of a missing file: exit %d", code)
 	}
 }
+
+// TestReloadRefusesLogChange: the audit log is opened at start, so a
+// SIGHUP with another [log] is refused (and says to restart) rather than
+// reported as applied.
+func TestReloadRefusesLogChange(t *testing.T) {
+	first, up := freeAddr(t), freeAddr(t)
+	conf := writeFile(t, "log.toml", "[log]\nlevel = \"info\"\n\n"+listenerConfig("p", up, first))
+	p := startProcess(t, "run", "-config", conf)
+	p.wait(`"msg":"listener.start"`)
+	os.WriteFile(conf, []byte("[log]\nlevel = \"warn\"\n\n"+listenerConfig("p", up, first)), 0o644)
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	if l := p.wait(`"msg":"config.reload"`); !strings.Contains(l, `"result":"refused"`) || !strings.Contains(l, "restart mailproxy") {
+		t.Fatalf("reload: %s", l)
+	}
+}

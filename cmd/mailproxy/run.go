@@ -160,6 +160,12 @@ func reload(ctx context.Context, srv *proxy.Server, page *status.Server, old *co
 		file = "preset " + provider
 	}
 	c, err := loadConfig(path, provider)
+	if err == nil && (c.AuditPath != old.AuditPath || c.Level != old.Level) {
+		// The audit log is opened once, at start: taking the rest of the
+		// file and not this would report a reload that did not apply.
+		err = fmt.Errorf("[log] changed (audit %q, level %v; running with %q, %v): the audit log is opened at start; restart mailproxy to change it",
+			c.AuditPath, c.Level, old.AuditPath, old.Level)
+	}
 	if err == nil {
 		// As at start: a generated local certificate that the new
 		// listeners make mailproxy replace is named before it goes.
@@ -168,8 +174,10 @@ func reload(ctx context.Context, srv *proxy.Server, page *status.Server, old *co
 		// the listeners' reload is refused: all or nothing.
 		var next *status.Pending
 		if next, err = page.Prepare(statusAddress(c)); err == nil {
+			was := srv.LocalTLS
 			srv.LocalTLS = localTLS(c)
 			if err = srv.Reload(ctx, c.Setup()); err != nil {
+				srv.LocalTLS = was
 				next.Abort()
 			} else {
 				next.Commit()
