@@ -44,6 +44,9 @@ type Listener struct {
 	sessions map[*Session]struct{}
 	wg       sync.WaitGroup
 	active   atomic.Int64
+	// accepted counts connections accepted and not yet done with, admitted
+	// or not (active counts sessions, from admission on).
+	accepted atomic.Int64
 	closing  atomic.Bool
 }
 
@@ -131,8 +134,10 @@ func (l *Listener) Serve(ctx context.Context) error {
 		}
 		backoff = 0
 		l.wg.Add(1)
+		l.accepted.Add(1)
 		go func() {
 			defer l.wg.Done()
+			defer l.accepted.Add(-1)
 			l.handle(ctx, c)
 		}()
 	}
@@ -163,6 +168,10 @@ func (l *Listener) Shutdown(ctx context.Context) error {
 
 // Active is the number of sessions running.
 func (l *Listener) Active() int { return int(l.active.Load()) }
+
+// busy reports whether any connection the listener accepted is still
+// being handled, a session or not yet one.
+func (l *Listener) busy() bool { return l.accepted.Load() > 0 }
 
 // newID names a session in the audit log: 64 random bits, so that two
 // sessions alive at once never share a name (32 bits met the birthday

@@ -138,7 +138,9 @@ func (s *Server) Reload(ctx context.Context, c Setup) error {
 	keep := map[string]bool{}
 	live := s.retired[:0]
 	for _, l := range s.retired {
-		if l.Active() > 0 {
+		// Kept while any connection it accepted is handled (one not yet
+		// admitted counts too): Shutdown must cut or wait for it.
+		if l.busy() {
 			live = append(live, l)
 		}
 	}
