@@ -324,8 +324,14 @@ func (u *upstream) result(tag, answer string) (*loginResult, error) {
 	return nil, &proxy.ProviderError{Msg: "no end to the provider's login reply"}
 }
 
+// parseTagged reads the tagged status line. Its literal, if the provider
+// sent one, was read by response() and is not forwarded, so its {n} goes
+// too; a bare CR becomes a space (see filterLine).
 func (u *upstream) parseTagged(tag, line string) *loginResult {
-	text := line[len(tag)+1:]
+	text := strings.ReplaceAll(line[len(tag)+1:], "\r", " ")
+	if _, ok := trailingLiteral(text); ok {
+		text = strings.TrimRight(text[:strings.LastIndexByte(text, '{')], " ")
+	}
 	return &loginResult{ok: strings.HasPrefix(strings.ToUpper(text), "OK"), tagged: text}
 }
 
