@@ -12,8 +12,8 @@ import (
 // response code (RFC 2221) is removed, because an app that followed it
 // would connect somewhere without mailproxy; "ID" is removed from
 // capability lists, so that the app does not send its ID fields to the
-// provider after login (mailproxy answers ID before login); and an
-// untagged response that carries a literal is dropped (see filterUntagged).
+// provider after login (mailproxy answers ID before login); and a response
+// that carries a literal, or is not untagged, is dropped (filterUntagged).
 
 // filterStatus edits the text of a status response ("OK [CODE ...] text").
 // Any first word counts as the status (OK, NO, BAD, BYE, PREAUTH, or one an
@@ -48,7 +48,7 @@ func (f *session) filterStatus(up *upstream, text string) string {
 // that a REFERRAL in it is audited): an app that does not take a status
 // response's trailing {n} for a literal would read the literal's bytes as
 // responses of their own, unfiltered. The first line of every other
-// response is filtered and forwarded.
+// untagged response is filtered and forwarded.
 func (f *session) filterUntagged(up *upstream, raw []byte) string {
 	var out bytes.Buffer
 	for len(raw) > 0 {
@@ -59,7 +59,9 @@ func (f *session) filterUntagged(up *upstream, raw []byte) string {
 		raw = rest
 		n, lit := trailingLiteral(string(line))
 		if !lit {
-			out.WriteString(f.filterLine(up, string(line)) + "\r\n")
+			if l, ok := f.filterLine(up, string(line)); ok {
+				out.WriteString(l + "\r\n")
+			}
 			continue
 		}
 		f.filterLine(up, string(line[:bytes.LastIndexByte(line, '{')]))
@@ -77,22 +79,26 @@ func (f *session) filterUntagged(up *upstream, raw []byte) string {
 
 // filterLine edits the first line of an untagged response: "ID" leaves a
 // CAPABILITY list, a REFERRAL leaves a status response (and is audited).
-// A bare CR becomes a space, so that no app can read it as a line end.
-func (f *session) filterLine(up *upstream, s string) string {
+// A bare CR becomes a space, so that no app can read it as a line end. A
+// line that is not untagged (a tagged one under another tag than
+// mailproxy's) has no place in the reply: ok is false, and it is dropped.
+func (f *session) filterLine(up *upstream, s string) (line string, ok bool) {
 	s = strings.ReplaceAll(s, "\r", " ")
 	tail, ok := strings.CutPrefix(s, "*")
 	if !ok {
-		return s
+		_, status, _ := strings.Cut(s, " ")
+		f.filterStatus(up, strings.TrimLeft(status, " ")) // a REFERRAL is audited
+		return "", false
 	}
 	tail = strings.TrimLeft(tail, " ")
 	word, rest, _ := strings.Cut(tail, " ")
-	if strings.EqualFold(word, "CAPABILITY") {
-		return strings.TrimRight("* "+word+" "+withoutID(rest), " ")
-	}
 	if edited := f.filterStatus(up, tail); edited != tail {
-		return "* " + edited
+		return "* " + edited, true
 	}
-	return s
+	if strings.EqualFold(word, "CAPABILITY") {
+		return strings.TrimRight("* "+word+" "+withoutID(rest), " "), true
+	}
+	return s, true
 }
 
 func withoutID(caps string) string {

@@ -13,7 +13,7 @@ import (
 // removed and audited, whichever status word carries it, however many
 // spaces precede its "[", and wherever it stands after a response that
 // carries a literal; what a literal holds never reaches the app as a line
-// of its own.
+// of its own, nor does a line under another tag than mailproxy's.
 func TestLoginReplyFilter(t *testing.T) {
 	pki := testkit.NewPKI(t)
 	for _, tc := range []struct {
@@ -51,9 +51,10 @@ func TestLoginReplyFilter(t *testing.T) {
 		reply: "* OK {36}\r\n* NO [REFERRAL imap://evil7.test/]\r\n\r\n" +
 			"* OK [REFERRAL imap://evil8.test/ {2}\r\n\r\n\r\n" +
 			"* OK hello\rworld\r\n" +
+			"a1 OK [REFERRAL imap://evil10.test/] not mailproxy's tag\r\n" +
 			"mp1 NO bye {34}\r\n* NO [REFERRAL imap://evil9.test/]\r\n",
 		want:  []string{"* OK hello world", "a1 NO bye"},
-		hosts: []string{"evil8.test"},
+		hosts: []string{"evil8.test", "evil10.test"},
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
 			endpoint := scripted(t, pki, func(c *testkit.Conn) {
