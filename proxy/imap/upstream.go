@@ -15,11 +15,17 @@ import (
 	"mailproxy/tlsconf"
 )
 
-// Bounds on what the provider may send before the relay starts.
+// Bounds on what the provider may send before the relay starts: the
+// greeting, the capabilities and the login reply together, in bytes (what
+// mailproxy keeps of them is less), and the responses per command.
 const (
-	maxUpstreamResponse = 1 << 20
-	maxUpstreamLines    = 1000
+	maxUpstreamBytes = 1 << 20
+	maxUpstreamLines = 1000
 )
+
+// errUpstreamTooLong ends a login whose provider sent more than
+// maxUpstreamBytes before the relay.
+var errUpstreamTooLong = &proxy.ProviderError{Msg: "the provider's replies before login are too long (over 1 MiB)"}
 
 // upstream is the provider's side of a session until the login succeeds.
 type upstream struct {
@@ -28,6 +34,8 @@ type upstream struct {
 	route policy.Route
 	caps  map[string]bool // upper case
 	tagN  int
+	// read counts the bytes read before the relay, up to maxUpstreamBytes.
+	read int
 }
 
 // start reads the greeting and the capabilities of a fresh connection to
@@ -66,7 +74,22 @@ func (u *upstream) tag() string {
 func (u *upstream) send(line string) error { return proxy.SendLine(u.conn, line) }
 
 // line reads one line that must not carry a literal.
-func (u *upstream) line() (string, error) { return proxy.ProviderLine(u.br) }
+func (u *upstream) line() (string, error) {
+	l, err := proxy.ProviderLine(u.br)
+	if err != nil {
+		return "", err
+	}
+	return l, u.spend(len(l) + 2)
+}
+
+// spend counts n bytes from the provider against maxUpstreamBytes.
+func (u *upstream) spend(n int) error {
+	if n > maxUpstreamBytes-u.read { // u.read+n may overflow
+		return errUpstreamTooLong
+	}
+	u.read += n
+	return nil
+}
 
 // response reads one whole response: a line, and when it ends in a literal
 // {n}, the literal and the rest of the line, repeatedly. It returns the
@@ -83,8 +106,11 @@ func (u *upstream) response() (first string, raw []byte, err error) {
 		if !ok {
 			return first, raw, nil
 		}
-		if i == maxUpstreamLines || n > maxUpstreamResponse-len(raw) { // len(raw)+n may overflow
+		if i == maxUpstreamLines {
 			return "", nil, &proxy.ProviderError{Msg: "the provider's response is too long"}
+		}
+		if err := u.spend(n); err != nil {
+			return "", nil, err
 		}
 		lit := make([]byte, n)
 		if _, err := io.ReadFull(u.br, lit); err != nil {
@@ -324,8 +350,14 @@ func (u *upstream) result(tag, answer string) (*loginResult, error) {
 	return nil, &proxy.ProviderError{Msg: "no end to the provider's login reply"}
 }
 
+// parseTagged reads the tagged status line. Its literal, if the provider
+// sent one, was read by response() and is not forwarded, so its {n} goes
+// too; a bare CR becomes a space (see filterLine).
 func (u *upstream) parseTagged(tag, line string) *loginResult {
-	text := line[len(tag)+1:]
+	text := strings.ReplaceAll(line[len(tag)+1:], "\r", " ")
+	if _, ok := trailingLiteral(text); ok {
+		text = strings.TrimRight(text[:strings.LastIndexByte(text, '{')], " ")
+	}
 	return &loginResult{ok: strings.HasPrefix(strings.ToUpper(text), "OK"), tagged: text}
 }
 
