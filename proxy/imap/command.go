@@ -87,7 +87,15 @@ type parser struct {
 	r    *proxy.Prelogin
 	line string
 	pos  int
+	args int // arguments and list elements so far
 }
+
+// maxArgs bounds the arguments and list elements of one command before
+// login (an ID's 30 field pairs are the most a real one holds): each takes
+// some 50 bytes of memory for 2 or 3 bytes of input ("" or ()), and {0+}
+// literals chain lines, so the input budget alone would let one command
+// hold 20 times its size.
+const maxArgs = 100
 
 func (p *parser) sp() bool {
 	if p.pos < len(p.line) && p.line[p.pos] == ' ' {
@@ -112,6 +120,9 @@ func (p *parser) atom() string {
 }
 
 func (p *parser) arg(depth int) (arg, error) {
+	if p.args++; p.args > maxArgs {
+		return arg{}, &errSyntax{msg: fmt.Sprintf("more than %d arguments", maxArgs)}
+	}
 	if p.pos >= len(p.line) {
 		return arg{}, &errSyntax{msg: "missing argument"}
 	}

@@ -231,6 +231,9 @@ func TestLoginForms(t *testing.T) {
 			c.Expect("c5 BAD *")
 			c.Send("c6 LOGIN onlyone")
 			c.Expect("c6 BAD *")
+			// Many tiny arguments: each costs far more memory than input.
+			c.Send("c6a ID (%s)", strings.TrimSpace(strings.Repeat(`"" `, 200)))
+			c.Expect("c6a BAD *more than 100 arguments*")
 			c.Send("c7 LOGIN %s %s", user, quoted)
 			c.Expect("c7 OK *")
 		},
