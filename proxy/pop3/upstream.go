@@ -3,6 +3,7 @@ package pop3
 import (
 	"bufio"
 	"encoding/base64"
+	"fmt"
 	"strings"
 
 	"mailproxy/policy"
@@ -89,6 +90,10 @@ func (u *upstream) capa() error {
 	return u.readCapa()
 }
 
+// maxCapa bounds the bytes of one CAPA reply (real ones are well under
+// 1 KiB).
+const maxCapa = 64 << 10
+
 // readCapa reads the answer to CAPA.
 func (u *upstream) readCapa() error {
 	l, err := u.line()
@@ -100,6 +105,7 @@ func (u *upstream) readCapa() error {
 		return nil
 	}
 	u.caps = map[string][]string{}
+	kept := 0
 	for range maxUpstreamLines {
 		l, err := u.line()
 		if err != nil {
@@ -107,6 +113,10 @@ func (u *upstream) readCapa() error {
 		}
 		if l == "." {
 			return nil
+		}
+		// What the capabilities keep is bounded in sum, not only per line.
+		if kept += len(l); kept > maxCapa {
+			return &proxy.ProviderError{Msg: fmt.Sprintf("the provider's CAPA reply is over %d bytes", maxCapa)}
 		}
 		// Dot-stuffing of a multi-line response (RFC 1939 §3).
 		l = strings.TrimPrefix(l, ".")

@@ -32,6 +32,16 @@ func FuzzUpstreamCapa(f *testing.F) {
 		if len(u.caps) > maxUpstreamLines {
 			t.Fatalf("%d capabilities", len(u.caps))
 		}
+		kept := 0
+		for name, args := range u.caps {
+			kept += len(name)
+			for _, a := range args {
+				kept += len(a)
+			}
+		}
+		if kept > maxCapa {
+			t.Fatalf("the capabilities keep %d bytes", kept)
+		}
 		for name := range u.caps {
 			if name == "" || name != strings.ToUpper(name) || strings.ContainsAny(name, "\r\n \t") {
 				t.Fatalf("capability name %q", name)
@@ -52,4 +62,14 @@ func FuzzUpstreamCapa(f *testing.F) {
 			t.Fatalf("%q taken as +OK", l)
 		}
 	})
+}
+
+// TestCapaBounded: a CAPA reply whose lines are each short but together
+// long is refused rather than kept.
+func TestCapaBounded(t *testing.T) {
+	long := "+OK\r\n" + strings.Repeat("SASL "+strings.Repeat("M ", 200)+"\r\n", 200) + ".\r\n"
+	u := &upstream{br: bufio.NewReaderSize(strings.NewReader(long), 4096)}
+	if err := u.readCapa(); err == nil || !strings.Contains(err.Error(), "CAPA reply is over") {
+		t.Fatalf("got %v", err)
+	}
 }
