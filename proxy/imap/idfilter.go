@@ -30,13 +30,14 @@ import (
 // literal header counts only in a command's arguments, after "tag name ",
 // where a server reads one. The filter passes the tag as it comes and
 // holds at most a command name back, never a line or a literal, so its
-// memory is the same whatever the app sends. It stops looking after a
-// COMPRESS command (RFC 4978): what follows is deflated, and must pass
-// untouched.
+// memory is the same whatever the app sends. A COMPRESS command (RFC
+// 4978) is replaced the same way by `tag COMPRESS X-MAILPROXY-NONE`, a
+// mechanism no provider offers: the provider refuses it, the app goes on
+// uncompressed (RFC 4978 section 3), and the filter can go on reading the
+// stream — deflated, an ID would pass it unseen.
 type idFilter struct {
 	w io.Writer
 
-	off     bool          // after COMPRESS: pass everything
 	literal int64         // literal bytes still to pass (or drop, in ID)
 	at      linePos       // where in the current line the filter is
 	tagged  bool          // the current line has a tag byte so far
@@ -63,8 +64,12 @@ type cmdKind uint8
 const (
 	cmdOther    cmdKind = iota // pass
 	cmdID                      // drop, send an ID without the app's fields
-	cmdCompress                // pass, then stop filtering
+	cmdCompress                // drop, send a COMPRESS the provider refuses
 )
+
+// replaced reports a command whose name, arguments and literals are
+// dropped and written anew (send).
+func (k cmdKind) replaced() bool { return k == cmdID || k == cmdCompress }
 
 // nameMax is the longest command name the filter acts on, COMPRESS.
 const nameMax = len("COMPRESS")
@@ -75,12 +80,9 @@ func (f *idFilter) Write(p []byte) (int, error) {
 	n := len(p)
 	for len(p) > 0 {
 		switch {
-		case f.off:
-			_, err := f.w.Write(p)
-			return n, err
 		case f.literal > 0:
 			k := int(min(int64(len(p)), f.literal))
-			if f.cmd != cmdID {
+			if !f.cmd.replaced() {
 				if _, err := f.w.Write(p[:k]); err != nil {
 					return n - len(p), err
 				}
@@ -153,7 +155,7 @@ func (f *idFilter) line(p []byte) (int, error) {
 		case equalFoldASCII(name, "COMPRESS"):
 			f.cmd = cmdCompress
 		}
-		if f.cmd != cmdID {
+		if !f.cmd.replaced() {
 			if _, err := f.w.Write(name); err != nil {
 				return 0, err
 			}
@@ -161,7 +163,7 @@ func (f *idFilter) line(p []byte) (int, error) {
 		rest = rest[i:]
 		f.at = atArgs
 	}
-	if f.cmd != cmdID {
+	if !f.cmd.replaced() {
 		if _, err := f.w.Write(rest); err != nil {
 			return 0, err
 		}
@@ -200,18 +202,15 @@ func (f *idFilter) endLine() error {
 	f.lit = litScan{}
 	if f.at == atArgs && ok {
 		f.literal = size
-		if f.cmd == cmdID && sync {
+		if f.cmd.replaced() && sync {
 			f.syncs++
 			return f.send(f.syncs)
 		}
 		return nil
 	}
 	var err error
-	switch f.cmd {
-	case cmdID:
+	if f.cmd.replaced() {
 		err = f.send(0)
-	case cmdCompress:
-		f.off = true
 	}
 	f.at, f.tagged, f.nameLen, f.cmd, f.syncs = atTag, false, 0, cmdOther, 0
 	return err
@@ -220,9 +219,21 @@ func (f *idFilter) endLine() error {
 // send writes the ID command's part after "tag ": for k > 0 the field of
 // its k-th synchronizing literal, an empty literal the provider answers
 // with "+"; for k == 0 its end.
+//
+// A COMPRESS is written alike: `COMPRESS X-MAILPROXY-NONE`, with an empty
+// literal for each synchronizing one of the app's (the provider answers
+// "+" to each, and refuses the command).
 func (f *idFilter) send(k int) error {
 	var b []byte
 	switch {
+	case f.cmd == cmdCompress && k == 1:
+		b = []byte("COMPRESS X-MAILPROXY-NONE {0}\r\n")
+	case f.cmd == cmdCompress && k > 1:
+		b = []byte(" {0}\r\n")
+	case f.cmd == cmdCompress && f.syncs > 0:
+		b = []byte("\r\n")
+	case f.cmd == cmdCompress:
+		b = []byte("COMPRESS X-MAILPROXY-NONE\r\n")
 	case k == 1:
 		b = []byte(`ID ("x1" {0}` + "\r\n")
 	case k > 1:

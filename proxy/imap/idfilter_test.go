@@ -25,7 +25,11 @@ func TestIDFilter(t *testing.T) {
 		{"IDLE and DONE", "c1 IDLE\r\nDONE\r\n", "c1 IDLE\r\nDONE\r\n"},
 		{"IDs that are not the command", "c2 SEARCH HEADER Message-ID x\r\nc3 UID FETCH 1 (FLAGS)\r\nc4 IDX (\"a\" \"b\")\r\n",
 			"c2 SEARCH HEADER Message-ID x\r\nc3 UID FETCH 1 (FLAGS)\r\nc4 IDX (\"a\" \"b\")\r\n"},
-		{"after COMPRESS nothing is touched", "d1 COMPRESS DEFLATE\r\n\x78\x9c d2 ID (\"name\" \"x\")\r\n", "d1 COMPRESS DEFLATE\r\n\x78\x9c d2 ID (\"name\" \"x\")\r\n"},
+		// COMPRESS is made one the provider refuses: the stream stays
+		// readable, and a later ID is still replaced.
+		{"COMPRESS refused, ID still filtered", "d1 COMPRESS DEFLATE\r\nd2 ID (\"name\" \"x\")\r\n", "d1 COMPRESS X-MAILPROXY-NONE\r\nd2 ID NIL\r\n"},
+		{"compress, lower case", "d5 compress deflate\n", "d5 COMPRESS X-MAILPROXY-NONE\r\n"},
+		{"COMPRESS with a literal", "d6 COMPRESS {7}\r\nDEFLATE\r\nd7 NOOP\r\n", "d6 COMPRESS X-MAILPROXY-NONE {0}\r\n\r\nd7 NOOP\r\n"},
 		{"a longer name is not COMPRESS", "d3 COMPRESSX\r\nd4 ID (\"name\" \"x\")\r\n", "d3 COMPRESSX\r\nd4 ID NIL\r\n"},
 		{"long line", "e1 SEARCH " + strings.Repeat("OR X Y ", 100) + "\r\ne2 ID (\"a\" \"b\")\r\n", "e1 SEARCH " + strings.Repeat("OR X Y ", 100) + "\r\ne2 ID NIL\r\n"},
 		{"long tag", longTag + " ID (\"name\" \"x\")\r\n" + longTag + " NOOP\r\n", longTag + " ID NIL\r\n" + longTag + " NOOP\r\n"},
