@@ -132,6 +132,9 @@ func TestCheckDefaultConfig(t *testing.T) {
 	addr := tlsServer(t, pki.ServerConfig())
 	xdg := t.TempDir()
 	t.Setenv("XDG_CONFIG_HOME", xdg)
+	// A trust store of its own: the test's CA is new at every run, and
+	// the anchor learned for 127.0.0.1 must be this one's.
+	t.Setenv("XDG_DATA_HOME", t.TempDir())
 	os.MkdirAll(xdg+"/mailproxy", 0o700)
 	conf := fmt.Sprintf(`[[provider]]
 name = "local"
