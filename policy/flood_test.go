@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"mailproxy/internal/testkit"
 )
 
 // fakeClock is a clock whose time moves only when a test says so; Advance
@@ -92,26 +94,8 @@ func (c *fakeClock) live() int {
 	return n
 }
 
-// lockedBuffer lets a test read what the handler writes while others write.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
-func newFloodAudit() (*Audit, *fakeClock, *lockedBuffer) {
-	var buf lockedBuffer
+func newFloodAudit() (*Audit, *fakeClock, *testkit.Buffer) {
+	var buf testkit.Buffer
 	a := NewAudit(&buf, slog.LevelInfo)
 	c := newFakeClock()
 	a.refused.clock = c
@@ -458,7 +442,7 @@ func TestRefusedConcurrent(t *testing.T) {
 
 // The real clock's timer writes the counts without anything else happening.
 func TestRefusedRealTimer(t *testing.T) {
-	var buf lockedBuffer
+	var buf testkit.Buffer
 	a := NewAudit(&buf, slog.LevelInfo)
 	// Long enough that the three refusals fall in one interval even on a
 	// loaded machine; short enough for a test.

@@ -14,7 +14,6 @@ import (
 	"os"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -34,30 +33,10 @@ import (
 // wrongPassword is a password no page, metric or log may show.
 const wrongPassword = "Wr0ng-S3cret-xyzzy"
 
-// syncBuffer is the audit log of a test: written by sessions, read by
-// the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func (s *syncBuffer) events(t *testing.T) []policy.Event {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+// events parses what an audit buffer holds.
+func events(t *testing.T, b *testkit.Buffer) []policy.Event {
 	var out []policy.Event
-	for _, l := range bytes.Split(bytes.TrimSpace(s.b.Bytes()), []byte("\n")) {
+	for _, l := range bytes.Split(bytes.TrimSpace([]byte(b.String())), []byte("\n")) {
 		if len(l) == 0 {
 			continue
 		}
@@ -76,7 +55,7 @@ type rig struct {
 	imapAddr string
 	page     *status.Server
 	audit    *policy.Audit
-	log      *syncBuffer
+	log      *testkit.Buffer
 	base     string // http://127.0.0.1:port
 }
 
@@ -102,7 +81,7 @@ provider = "demo"
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &rig{log: &syncBuffer{}}
+	r := &rig{log: &testkit.Buffer{}}
 	collector := status.NewCollector()
 	r.audit = policy.NewAudit(r.log, slog.LevelInfo, collector.Observe)
 	srv := &proxy.Server{Audit: r.audit, Dialer: &tlsconf.Dialer{Timeout: 10 * time.Second},
@@ -267,7 +246,7 @@ func TestMetricsMatchAudit(t *testing.T) {
 	// The same counts, straight from the JSON lines.
 	var starts, ends, up, down, tls13, authOK, authFail float64
 	denied := map[string]float64{}
-	for _, e := range r.log.events(t) {
+	for _, e := range events(t, r.log) {
 		switch e.Msg {
 		case policy.EventSessionStart:
 			starts++
@@ -326,12 +305,12 @@ func TestMetricsMatchAudit(t *testing.T) {
 }
 
 // waitEnds waits for n session.end events.
-func waitEnds(t *testing.T, log *syncBuffer, n int) {
+func waitEnds(t *testing.T, log *testkit.Buffer, n int) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
 		ends := 0
-		for _, e := range log.events(t) {
+		for _, e := range events(t, log) {
 			if e.Msg == policy.EventSessionEnd {
 				ends++
 			}
@@ -388,7 +367,7 @@ func TestStatusPageRefuses(t *testing.T) {
 	}
 	r.audit.Flush()
 	var refusals int64
-	for _, e := range r.log.events(t) {
+	for _, e := range events(t, r.log) {
 		if e.Msg == policy.EventDenied && e.Str("proto") == "http" && e.Str("reason") == "input" && e.Str("listener") == r.page.Addr() {
 			refusals++
 			if n, ok := e.Fields["count"].(int64); ok {

@@ -7,12 +7,13 @@ import (
 	"fmt"
 	"os"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"mailproxy/internal/testkit"
 )
 
 // openPTY opens a pseudo-terminal: the master is the user's side (what
@@ -155,7 +156,7 @@ func TestLocalPasswordAgainOnTerminal(t *testing.T) {
 			master, slave := openPTY(t, false)
 			stdin = slave
 			defer func() { stdin = os.Stdin }()
-			out := &syncBuffer{}
+			out := &testkit.Buffer{}
 			got := make(chan result, 1)
 			go func() {
 				pw, err := readLocalPassword(context.Background(), out)
@@ -192,22 +193,4 @@ func TestLocalPasswordAgainOnTerminal(t *testing.T) {
 			}
 		})
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for a writer and a reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -56,24 +56,28 @@ func (p *PKI) ServerConfig() *tls.Config {
 	return &tls.Config{Certificates: []tls.Certificate{p.Cert}}
 }
 
-// Audit collects audit events.
-type Audit struct {
+// Buffer is a bytes.Buffer that goroutines may write while a test reads
+// what was written so far.
+type Buffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-func (a *Audit) Write(b []byte) (int, error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.buf.Write(b)
+func (b *Buffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
 }
 
 // String returns everything written so far.
-func (a *Audit) String() string {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.buf.String()
+func (b *Buffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
+
+// Audit collects audit events.
+type Audit struct{ Buffer }
 
 // Events decodes every event.
 func (a *Audit) Events(t testing.TB) []map[string]any {

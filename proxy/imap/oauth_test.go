@@ -55,7 +55,7 @@ var errNoToken = &goimap.Error{Type: goimap.StatusResponseTypeNo, Code: goimap.R
 
 // startOAuthProvider is an IMAP provider that takes only access tokens,
 // with its OAuth2 authorization server, and mailproxy before it.
-func startOAuthProvider(t *testing.T, mechs ...string) (*proxytest.OAuth, *proxytest.Proxy, *syncBuffer) {
+func startOAuthProvider(t *testing.T, mechs ...string) (*proxytest.OAuth, *proxytest.Proxy, *testkit.Buffer) {
 	t.Helper()
 	pki := testkit.NewPKI(t)
 	mem := imapmemserver.New()
@@ -64,7 +64,7 @@ func startOAuthProvider(t *testing.T, mechs ...string) (*proxytest.OAuth, *proxy
 		t.Fatal(err)
 	}
 	mem.AddUser(u)
-	traffic := &syncBuffer{}
+	traffic := &testkit.Buffer{}
 	var o atomic.Pointer[proxytest.OAuth] // set before the first connection
 	opts := &imapserver.Options{
 		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {

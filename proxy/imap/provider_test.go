@@ -1,11 +1,9 @@
 package imap_test
 
 import (
-	"bytes"
 	"crypto/tls"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 
 	goimap "github.com/emersion/go-imap/v2"
@@ -23,30 +21,12 @@ const (
 	password = "Pa55-w0rd \"quoted\" \\ secret"
 )
 
-// syncBuffer is a bytes.Buffer safe for the provider's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // memProvider is go-imap's in-memory server behind real TLS: implicit TLS
 // (imaps) or STARTTLS (imap).
 type memProvider struct {
 	endpoint string
 	user     *imapmemserver.User
-	traffic  *syncBuffer // everything the provider received and sent
+	traffic  *testkit.Buffer // everything the provider received and sent
 }
 
 type literal struct {
@@ -68,7 +48,7 @@ func startMemProvider(t testing.TB, pki *testkit.PKI, scheme string, messages ..
 		}
 	}
 	mem.AddUser(u)
-	traffic := &syncBuffer{}
+	traffic := &testkit.Buffer{}
 	opts := &imapserver.Options{
 		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
 			return mem.NewSession(), nil, nil
