@@ -81,6 +81,39 @@ func ProviderLine(br *bufio.Reader) (string, error) {
 	return "", fmt.Errorf("reading from the provider: %w", err)
 }
 
+// MaxBeforeRelay bounds what a line-based front reads from the provider
+// for one login before the relay starts (greeting, capabilities, the
+// login's reply), in sum: each line is bounded by MaxProviderLine and
+// each IMAP response by its own bound, and only the sum bounds memory.
+const MaxBeforeRelay = 1 << 20
+
+// ErrBeforeRelayTooLong ends a login whose provider sent more than
+// MaxBeforeRelay before the relay.
+var ErrBeforeRelayTooLong = &ProviderError{Msg: "the provider's replies before login are too long (over 1 MiB)"}
+
+// ProviderBudget counts a login's bytes from the provider against
+// MaxBeforeRelay. The zero value is a full budget.
+type ProviderBudget struct{ read int }
+
+// Spend counts n bytes, or says that they are over the budget.
+func (b *ProviderBudget) Spend(n int) error {
+	if n > MaxBeforeRelay-b.read { // b.read+n may overflow
+		return ErrBeforeRelayTooLong
+	}
+	b.read += n
+	return nil
+}
+
+// Line reads one provider line (ProviderLine) and spends it with its line
+// end.
+func (b *ProviderBudget) Line(br *bufio.Reader) (string, error) {
+	l, err := ProviderLine(br)
+	if err != nil {
+		return "", err
+	}
+	return l, b.Spend(len(l) + 2)
+}
+
 // trimEOL removes a line's LF or CRLF.
 func trimEOL(line []byte) []byte {
 	line = bytes.TrimSuffix(line, []byte("\n"))

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -343,5 +344,24 @@ func TestRelayPanicEndsOnlyThatSession(t *testing.T) {
 	}
 	if p := audit.Find(t, "session.panic"); len(p) != 2 || !strings.Contains(p[0]["stack"].(string), "proxyCopy") {
 		t.Errorf("session.panic events: %v", p)
+	}
+}
+
+// TestProviderBudget: lines from the provider before the relay, each well
+// under MaxProviderLine, are refused once their sum passes MaxBeforeRelay.
+func TestProviderBudget(t *testing.T) {
+	line := strings.Repeat("x", 1000) + "\r\n"
+	br := bufio.NewReader(strings.NewReader(strings.Repeat(line, MaxBeforeRelay/len(line)+2)))
+	var b ProviderBudget
+	n := 0
+	for {
+		_, err := b.Line(br)
+		if err != nil {
+			if err != ErrBeforeRelayTooLong || n != MaxBeforeRelay/len(line) {
+				t.Fatalf("after %d lines: %v", n, err)
+			}
+			return
+		}
+		n++
 	}
 }

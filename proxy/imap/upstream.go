@@ -16,16 +16,13 @@ import (
 )
 
 // Bounds on what the provider may send before the relay starts: the
-// greeting, the capabilities and the login reply together, in bytes (what
-// mailproxy keeps of them is less), and the responses per command.
+// greeting, the capabilities and the login reply together, in bytes
+// (proxy.MaxBeforeRelay; what mailproxy keeps of them is less), and the
+// responses per command.
 const (
-	maxUpstreamBytes = 1 << 20
+	maxUpstreamBytes = proxy.MaxBeforeRelay
 	maxUpstreamLines = 1000
 )
-
-// errUpstreamTooLong ends a login whose provider sent more than
-// maxUpstreamBytes before the relay.
-var errUpstreamTooLong = &proxy.ProviderError{Msg: "the provider's replies before login are too long (over 1 MiB)"}
 
 // upstream is the provider's side of a session until the login succeeds.
 type upstream struct {
@@ -34,8 +31,8 @@ type upstream struct {
 	route policy.Route
 	caps  map[string]bool // upper case
 	tagN  int
-	// read counts the bytes read before the relay, up to maxUpstreamBytes.
-	read int
+	// budget counts the bytes read before the relay.
+	budget proxy.ProviderBudget
 }
 
 // start reads the greeting and the capabilities of a fresh connection to
@@ -74,22 +71,7 @@ func (u *upstream) tag() string {
 func (u *upstream) send(line string) error { return proxy.SendLine(u.conn, line) }
 
 // line reads one line that must not carry a literal.
-func (u *upstream) line() (string, error) {
-	l, err := proxy.ProviderLine(u.br)
-	if err != nil {
-		return "", err
-	}
-	return l, u.spend(len(l) + 2)
-}
-
-// spend counts n bytes from the provider against maxUpstreamBytes.
-func (u *upstream) spend(n int) error {
-	if n > maxUpstreamBytes-u.read { // u.read+n may overflow
-		return errUpstreamTooLong
-	}
-	u.read += n
-	return nil
-}
+func (u *upstream) line() (string, error) { return u.budget.Line(u.br) }
 
 // response reads one whole response: a line, and when it ends in a literal
 // {n}, the literal and the rest of the line, repeatedly. It returns the
@@ -109,7 +91,7 @@ func (u *upstream) response() (first string, raw []byte, err error) {
 		if i == maxUpstreamLines {
 			return "", nil, &proxy.ProviderError{Msg: "the provider's response is too long"}
 		}
-		if err := u.spend(n); err != nil {
+		if err := u.budget.Spend(n); err != nil {
 			return "", nil, err
 		}
 		lit := make([]byte, n)

@@ -29,6 +29,9 @@ type upstream struct {
 	// arguments (upper case); nil when it has no CAPA (a plain RFC 1939
 	// server).
 	caps map[string][]string
+	// budget counts the bytes read before the relay (the sum of the
+	// greeting, CAPA and the login's replies, as for IMAP).
+	budget proxy.ProviderBudget
 }
 
 // errLogin is a login mailproxy cannot forward to this provider; code is
@@ -74,7 +77,7 @@ func (u *upstream) greeting() error {
 func (u *upstream) send(line string) error { return proxy.SendLine(u.conn, line) }
 
 // line reads one line of the provider.
-func (u *upstream) line() (string, error) { return proxy.ProviderLine(u.br) }
+func (u *upstream) line() (string, error) { return u.budget.Line(u.br) }
 
 // isOK and isERR tell the status indicators apart (RFC 1939 §3); a "+ "
 // continuation (RFC 5034 §4) is neither.
