@@ -121,7 +121,8 @@ func (p *parser) atom() string {
 
 func (p *parser) arg(depth int) (arg, error) {
 	if p.args++; p.args > maxArgs {
-		return arg{}, &errSyntax{msg: fmt.Sprintf("more than %d arguments", maxArgs)}
+		// A bound, as max_line is: the session ends, on record.
+		return arg{}, &proxy.LimitError{Detail: fmt.Sprintf("a command before login has more than %d arguments and list elements", maxArgs)}
 	}
 	if p.pos >= len(p.line) {
 		return arg{}, &errSyntax{msg: "missing argument"}
