@@ -37,6 +37,10 @@ import (
 // stream — deflated, an ID would pass it unseen.
 type idFilter struct {
 	w io.Writer
+	// refusedCompress, if set, is called at the first COMPRESS the filter
+	// replaces (the session audits it: mailproxy refused something the
+	// app asked for).
+	refusedCompress func()
 
 	literal int64         // literal bytes still to pass (or drop, in ID)
 	at      linePos       // where in the current line the filter is
@@ -211,6 +215,10 @@ func (f *idFilter) endLine() error {
 	var err error
 	if f.cmd.replaced() {
 		err = f.send(0)
+	}
+	if f.cmd == cmdCompress && f.refusedCompress != nil {
+		f.refusedCompress()
+		f.refusedCompress = nil // once a session is enough
 	}
 	f.at, f.tagged, f.nameLen, f.cmd, f.syncs = atTag, false, 0, cmdOther, 0
 	return err

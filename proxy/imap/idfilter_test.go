@@ -246,3 +246,15 @@ func TestIDFilterMemory(t *testing.T) {
 		}
 	}
 }
+
+// TestIDFilterReportsCompressOnce: the first COMPRESS the filter replaces
+// is reported (the session audits it), and only the first.
+func TestIDFilterReportsCompressOnce(t *testing.T) {
+	var out bytes.Buffer
+	n := 0
+	f := &idFilter{w: &out, refusedCompress: func() { n++ }}
+	io.WriteString(f, "a1 NOOP\r\na2 COMPRESS DEFLATE\r\na3 compress deflate\r\n")
+	if n != 1 || out.String() != "a1 NOOP\r\na2 COMPRESS X-MAILPROXY-NONE\r\na3 COMPRESS X-MAILPROXY-NONE\r\n" {
+		t.Fatalf("reported %d times; wrote %q", n, out.String())
+	}
+}

@@ -172,7 +172,11 @@ func (f *session) login(ctx context.Context, tag string, creds proxy.Credentials
 		return false, nil
 	}
 	// Logged in: from here on the provider speaks to the app directly.
-	return true, f.p.Relay(up.conn.Conn, up.br, newIDFilter)
+	return true, f.p.Relay(up.conn.Conn, up.br, func(w io.Writer) io.Writer {
+		return &idFilter{w: w, refusedCompress: func() {
+			f.s.Deny(policy.ReasonInput, "", "the app asked for COMPRESS after login: sent on as a mechanism the provider refuses, so that the stream (and the ID filter) stays readable")
+		}}
+	})
 }
 
 // capabilities is mailproxy's own list before login; it promises nothing
