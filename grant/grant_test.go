@@ -1196,3 +1196,19 @@ func TestRecordHoldsLongRefreshTokens(t *testing.T) {
 		t.Fatal("a refresh token longer than a record holds was sealed")
 	}
 }
+
+// TestTokenEndpointErrorHidesQuery: a request that does not get through
+// names the token endpoint's host, never its URL (a careless token_url
+// may carry a secret in its query).
+func TestTokenEndpointErrorHidesQuery(t *testing.T) {
+	e := newEnv(t)
+	e.authorize(t)
+	e.p.OAuth2.TokenURL += "?k=Query-S3cret-0x9"
+	e.p.Hosts = []string{"localhost"} // the token URL names 127.0.0.1: refused
+	_, err := e.token(t, local)
+	var d *policy.Denied
+	if !errors.As(err, &d) || strings.Contains(err.Error(), "Query-S3cret") || !strings.Contains(err.Error(), "127.0.0.1") {
+		t.Fatalf("got %v", err)
+	}
+	e.audit.NoSecret(t, "Query-S3cret-0x9")
+}

@@ -414,10 +414,16 @@ func tokenError(what string, err error) error {
 		return &proxy.ProviderError{Msg: fmt.Sprintf("the provider's token endpoint %s (%s, %s)", what, proxy.Printable(code, 60), proxy.Printable(status, 60))}
 	}
 	// The request did not get through (refused by the policy, unreachable,
-	// timed out): *url.Error names only the configured URL and the cause.
+	// timed out). *url.Error's text quotes the configured URL whole, query
+	// included (a careless token_url may carry a secret there): only its
+	// host is named, and the cause kept for errors.As.
 	var ue *url.Error
 	if errors.As(err, &ue) {
-		return fmt.Errorf("the provider's token endpoint: %w", err)
+		host := "?"
+		if u, perr := url.Parse(ue.URL); perr == nil {
+			host = u.Host
+		}
+		return fmt.Errorf("the provider's token endpoint %s: %w", host, ue.Err)
 	}
 	// Anything else is x/oauth2 failing to read a successful answer, and
 	// its text may quote part of the answer (a JSON error names a number
