@@ -349,18 +349,27 @@ type MailCounts struct {
 	Scrubbed int
 }
 
+// FlushDenied writes the count of the refusals not written on their own
+// (past maxSessionDenials), if any. End does; a trail that has no
+// session.end (a command's, such as authorize's) calls it when done.
+func (s *SessionAudit) FlushDenied() {
+	dn := s.denials
+	if dn == nil {
+		return
+	}
+	dn.mu.Lock()
+	more, since, last := dn.more, dn.since, dn.last
+	dn.more, dn.last = 0, nil
+	dn.mu.Unlock()
+	if more > 0 {
+		writeDenied(s.log, last, "count", more, "since", since)
+	}
+}
+
 // End records the end of a session (after the count of refusals it did
 // not write on their own, if any).
 func (s *SessionAudit) End(st SessionStats) {
-	if dn := s.denials; dn != nil {
-		dn.mu.Lock()
-		more, since, last := dn.more, dn.since, dn.last
-		dn.more, dn.last = 0, nil
-		dn.mu.Unlock()
-		if more > 0 {
-			writeDenied(s.log, last, "count", more, "since", since)
-		}
-	}
+	s.FlushDenied()
 	attrs := []any{
 		"bytes_up", st.BytesUp,
 		"bytes_down", st.BytesDown,

@@ -110,3 +110,19 @@ func TestSessionDenialsBounded(t *testing.T) {
 		t.Fatalf("the closing event: %v", last.Fields)
 	}
 }
+
+// TestFlushDenied: a trail with no session.end (a command's) writes the
+// count of its refusals not written on their own when it is done.
+func TestFlushDenied(t *testing.T) {
+	var buf bytes.Buffer
+	s := NewAudit(&buf, slog.LevelInfo).Session("authorize", HTTPS)
+	for range maxSessionDenials + 3 {
+		s.Denied(Deny(ReasonInput, "", "a forged redirect"))
+	}
+	s.FlushDenied()
+	s.FlushDenied() // nothing more to write
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != maxSessionDenials+1 || !strings.Contains(lines[len(lines)-1], `"count":3`) {
+		t.Fatalf("%d lines, the last %s", len(lines), lines[len(lines)-1])
+	}
+}

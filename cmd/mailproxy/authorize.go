@@ -93,6 +93,7 @@ func authorizeCmd(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	sa := audit.Session("authorize", policy.HTTPS)
+	defer sa.FlushDenied() // no session.end: the count of refusals not written, if any
 	flow := &grant.Flow{
 		Provider: p,
 		Client:   (&tlsconf.Dialer{Trust: trustOrNil()}).HTTPClient(p, sa),

@@ -50,6 +50,7 @@ func deepAudit(c *config.Config, stdout, stderr io.Writer) (*policy.Audit, io.Cl
 // runDeep probes one endpoint; n numbers the audit's conn field.
 func runDeep(d *tlsconf.Dialer, t checkTarget, audit *policy.Audit, n int) *deepResult {
 	sa := audit.Session("check-deep-"+strconv.Itoa(n), t.endpoint.Proto)
+	defer sa.FlushDenied() // no session.end: the count of refusals not written, if any
 	rep, err := deep.Run(context.Background(), d, t.provider, t.endpoint, sa)
 	r := &deepResult{report: rep}
 	if err != nil {
